@@ -1,0 +1,5 @@
+import sys
+
+from embedserve.cli import main
+
+sys.exit(main())

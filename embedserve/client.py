@@ -1,0 +1,240 @@
+"""Python client for embedserve (synchronous). The CLI uses it too.
+
+>>> from embedserve.client import Client, item
+>>> with Client("127.0.0.1:50051") as c:
+...     c.create_collection("digits")
+...     c.upsert("digits", [item("a", image=png_bytes, label="3")])
+...     hits = c.search("digits", [png_bytes], k=5)[0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from embedserve.v1 import embedserve_pb2 as pb
+from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+
+
+@dataclass(frozen=True)
+class ById:
+    """A query naming a stored item: search with its vector (the item itself is left out)."""
+
+    id: str
+
+
+QueryLike = bytes | str | np.ndarray | ById | pb.Query
+
+
+def to_tensor(array: np.ndarray) -> pb.Tensor:
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return pb.Tensor(shape=list(array.shape), data=array.tobytes())
+
+
+def from_tensor(tensor: pb.Tensor) -> np.ndarray:
+    return np.frombuffer(tensor.data, dtype="<f4").reshape(tuple(tensor.shape)).astype(np.float32)
+
+
+def item(
+    id: str,
+    *,
+    image: bytes | None = None,
+    text: str | None = None,
+    vector: np.ndarray | None = None,
+    label: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> pb.Item:
+    """One item to upsert: exactly one of image, text, vector."""
+    if sum(x is not None for x in (image, text, vector)) != 1:
+        raise ValueError("give exactly one of image, text, vector")
+    msg = pb.Item(id=id, metadata=dict(metadata or {}))
+    if image is not None:
+        msg.image = image
+    elif text is not None:
+        msg.text = text
+    else:
+        msg.vector.CopyFrom(to_tensor(vector))
+    if label is not None:
+        msg.label = label
+    return msg
+
+
+def query(q: QueryLike) -> pb.Query:
+    """bytes = an encoded image, str = text, array = a raw vector, ById = a stored item."""
+    if isinstance(q, pb.Query):
+        return q
+    if isinstance(q, bytes):
+        return pb.Query(image=q)
+    if isinstance(q, str):
+        return pb.Query(text=q)
+    if isinstance(q, ById):
+        return pb.Query(id=q.id)
+    if isinstance(q, np.ndarray):
+        return pb.Query(vector=to_tensor(q))
+    raise TypeError(f"cannot make a query of {type(q).__name__}")
+
+
+class Client:
+    """A connection to one server. Errors surface as ``grpc.RpcError`` with the server's status and message."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
+        timeout: float | None = 300.0,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if tls or tls_ca is not None:
+            root = tls_ca.read_bytes() if tls_ca is not None else None
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root), options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.embedder = pb_grpc.EmbedServiceStub(self.channel)
+        self.collections = pb_grpc.CollectionServiceStub(self.channel)
+        self.index = pb_grpc.IndexServiceStub(self.channel)
+        self.searcher = pb_grpc.SearchServiceStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def _call(self, method, request):
+        return method(request, timeout=self.timeout, metadata=self._metadata)
+
+    # -- lifecycle
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server reports SERVING (models loaded)."""
+        import time
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health() == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"server not SERVING after {timeout} s")
+            time.sleep(0.1)
+
+    def health(self, service: str = "") -> str:
+        reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    # -- EmbedService
+    def embed(self, inputs: Sequence[bytes | str], model: str = "") -> np.ndarray:
+        """float32 [len(inputs), dim]: bytes are encoded images, str are texts."""
+        msgs = [pb.Input(image=x) if isinstance(x, bytes) else pb.Input(text=x) for x in inputs]
+        reply = self._call(self.embedder.Embed, pb.EmbedRequest(model=model, inputs=msgs))
+        return from_tensor(reply.embeddings)
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self._call(self.embedder.ListModels, pb.ListModelsRequest())
+
+    # -- CollectionService
+    def create_collection(
+        self, name: str, *, model: str = "", metric: str = "", index_spec: str = "", train_size: int = 0
+    ) -> pb.CollectionInfo:
+        request = pb.CreateCollectionRequest(
+            name=name, model=model, metric=metric, index_spec=index_spec, train_size=train_size
+        )
+        return self._call(self.collections.CreateCollection, request)
+
+    def list_collections(self) -> list[pb.CollectionInfo]:
+        return list(self._call(self.collections.ListCollections, pb.ListCollectionsRequest()).collections)
+
+    def describe_collection(self, name: str) -> pb.CollectionInfo:
+        return self._call(self.collections.DescribeCollection, pb.DescribeCollectionRequest(name=name))
+
+    def delete_collection(self, name: str) -> None:
+        self._call(self.collections.DeleteCollection, pb.DeleteCollectionRequest(name=name))
+
+    # -- IndexService
+    def upsert(self, collection: str, items: Iterable[pb.Item]) -> pb.UpsertResponse:
+        return self._call(self.index.Upsert, pb.UpsertRequest(collection=collection, items=list(items)))
+
+    def upsert_stream(self, collection: str, batches: Iterable[Iterable[pb.Item]]) -> pb.UpsertResponse:
+        """Client-streaming upsert for batch jobs: each batch is committed as it arrives."""
+
+        def requests() -> Iterator[pb.UpsertRequest]:
+            for batch in batches:
+                yield pb.UpsertRequest(collection=collection, items=list(batch))
+
+        return self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
+
+    def delete(self, collection: str, ids: Sequence[str], *, allow_missing: bool = False) -> int:
+        request = pb.DeleteRequest(collection=collection, ids=list(ids), allow_missing=allow_missing)
+        return self._call(self.index.Delete, request).deleted
+
+    def get(
+        self, collection: str, ids: Sequence[str], *, include_vector: bool = False
+    ) -> list[pb.StoredItem]:
+        request = pb.GetRequest(collection=collection, ids=list(ids), include_vector=include_vector)
+        return list(self._call(self.index.Get, request).items)
+
+    # -- SearchService
+    def search(
+        self,
+        collection: str,
+        queries: Sequence[QueryLike],
+        *,
+        k: int = 10,
+        label_filter: Sequence[str] = (),
+        nprobe: int = 0,
+        ef_search: int = 0,
+        include_metadata: bool = True,
+    ) -> list[list[pb.Hit]]:
+        request = pb.SearchRequest(
+            collection=collection,
+            queries=[query(q) for q in queries],
+            k=k,
+            label_filter=list(label_filter),
+            params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
+            include_metadata=include_metadata,
+        )
+        return [list(r.hits) for r in self._call(self.searcher.Search, request).results]
+
+    def classify(
+        self,
+        queries: Sequence[QueryLike],
+        *,
+        collection: str = "",
+        support: Sequence[tuple[QueryLike, str]] = (),
+        model: str = "",
+        metric: str = "",
+        k: int = 0,
+        temperature: float = 0.0,
+        include_neighbors: bool = False,
+    ) -> list[pb.Classification]:
+        """k-NN vote against a collection's labelled items, or against ``support`` (example, label) pairs."""
+        request = pb.ClassifyRequest(
+            collection=collection,
+            support=[pb.LabelledExample(example=query(x), label=label) for x, label in support],
+            model=model,
+            metric=metric,
+            queries=[query(q) for q in queries],
+            k=k,
+            temperature=temperature,
+            include_neighbors=include_neighbors,
+        )
+        return list(self._call(self.searcher.Classify, request).results)

@@ -1,0 +1,133 @@
+"""The server's configuration: one typed object, built once.
+
+Sources, highest precedence first: command-line flags, ``EMBEDSERVE_*``
+environment variables, a TOML file (``--config``), the defaults below. Nothing
+else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "EMBEDSERVE_"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_models_dir() -> Path:
+    """The bundles shipped in the source tree (``models/`` beside the package)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    models: tuple[Path, ...] = ()  # bundle dirs or dirs of bundles; empty = default_models_dir()
+    default_model: str = ""  # empty = first bundle loaded
+    data: Path = Path("./embedserve-data")
+    device: str = "auto"  # auto | cpu | cuda: ONNX Runtime provider and FAISS GPU
+    max_batch_size: int = 32
+    max_delay_ms: float = 2.0
+    max_message_bytes: int = 64 << 20
+    max_image_bytes: int = 20 << 20
+    max_image_pixels: int = 40_000_000
+    decode_threads: int = 0  # 0 = os.cpu_count()
+    search_threads: int = 0  # 0 = os.cpu_count()
+    intra_op_threads: int = 0  # ONNX Runtime threads per session; 0 = its default
+    snapshot_wal_bytes: int = 64 << 20
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
+    auth_tokens_file: Path | None = None
+    metrics_port: int = 0  # Prometheus /metrics on this HTTP port; 0 = off
+    metrics_host: str = "127.0.0.1"
+    grace_s: float = 10.0  # SIGTERM: time in-flight requests get to finish
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        for name in ("max_batch_size", "max_message_bytes", "max_image_bytes", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
+            raise ValueError("ports must be in 0..65535")
+
+    def model_dirs(self) -> tuple[Path, ...]:
+        return self.models or (default_models_dir(),)
+
+    def tokens(self) -> frozenset[str]:
+        """Bearer tokens accepted: those given directly plus one per line of the tokens file."""
+        tokens = set(self.auth_tokens)
+        if self.auth_tokens_file is not None:
+            lines = self.auth_tokens_file.read_text().splitlines()
+            tokens.update(t.strip() for t in lines if t.strip() and not t.startswith("#"))
+        return frozenset(tokens)
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Convert a value from the environment, a TOML file or a flag to the field's type."""
+    kind = {f.name: f.type for f in fields(ServerConfig)}[name]
+    if raw is None:
+        return None
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind in ("Path", "Path | None"):
+        return Path(raw)
+    if kind == "tuple[Path, ...]":
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return tuple(Path(p) for p in items if str(p).strip())
+    if kind == "tuple[str, ...]":
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return tuple(str(t).strip() for t in items if str(t).strip())
+    return str(raw)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for f in fields(ServerConfig):
+        key = ENV_PREFIX + f.name.upper()
+        if key in environ and environ[key] != "":
+            values[f.name] = _coerce(f.name, environ[key])
+    return values
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        doc = tomllib.load(fh)
+    section = doc.get("server", doc)
+    known = {f.name for f in fields(ServerConfig)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return {k: _coerce(k, v) for k, v in section.items()}
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Merge defaults < TOML file < environment < flags (``None`` flags are unset)."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_from_toml(config_file))
+    values.update(_from_env(environ))
+    for name, raw in (flags or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    return dataclasses.replace(ServerConfig(), **values)

@@ -1,0 +1,267 @@
+"""Dynamic batching: coalesce concurrent requests into batches for one tower.
+
+Requests wait in a FIFO queue. The worker takes up to ``max_batch_size`` items
+from its head once the batch is full, or once ``max_delay_ms`` have passed since
+the oldest waiting request arrived. A request larger than a batch is split over
+consecutive batches and reassembled. Batches run in ``executor`` (ORT releases
+the GIL); at most ``max_concurrent_batches`` run at once — 1 by default, since
+one ORT call already uses every core; 2 lets the next batch's host-side work
+overlap a GPU batch.
+
+Deadlines are ``time.monotonic()`` instants. A request whose deadline passes is
+failed with DeadlineExceeded at that moment; its items not yet in a batch are
+never computed. A cancelled ``submit`` (client went away) leaves the queue the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedserve.errors import DeadlineExceeded, EmbedServeError, Unavailable
+
+log = logging.getLogger("embedserve.models")
+
+
+@dataclass(eq=False)
+class _Request:
+    items: list[Any]
+    future: asyncio.Future[np.ndarray]
+    deadline: float | None
+    arrived: float  # time.monotonic()
+    taken: int = 0  # items already put into batches (or dropped)
+    filled: int = 0  # rows of ``out`` already computed
+    out: np.ndarray | None = None  # [len(items), D], allocated when the request is split
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Part:
+    """``count`` items of ``request`` from ``start`` sit at ``offset`` in a batch."""
+
+    request: _Request
+    start: int
+    count: int
+    offset: int
+
+
+@dataclass
+class _Batch:
+    items: list[Any] = field(default_factory=list)
+    parts: list[_Part] = field(default_factory=list)
+
+
+class Batcher:
+    """Coalesces ``submit`` calls into ``run_batch`` calls of at most ``max_batch_size`` items.
+
+    ``run_batch(items) -> [len(items), D]`` is synchronous and runs in ``executor``.
+    ``on_batch(n)`` is called with each batch's size before it runs (for metrics).
+    Use from one event loop: ``start()`` inside it, ``await stop()`` to drain.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_delay_ms: float,
+        executor: Executor,
+        name: str,
+        on_batch: Callable[[int], None] | None = None,
+        max_concurrent_batches: int = 1,
+    ) -> None:
+        if max_batch_size < 1 or max_delay_ms < 0 or max_concurrent_batches < 1:
+            raise ValueError("need max_batch_size >= 1, max_delay_ms >= 0, max_concurrent_batches >= 1")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay_ms / 1000.0
+        self.executor = executor
+        self.name = name
+        self.on_batch = on_batch
+        self.max_concurrent_batches = max_concurrent_batches
+        self._queue: deque[_Request] = deque()
+        self._pending = 0  # items queued, not yet in a batch, of live requests
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for a batch."""
+        return self._pending
+
+    @property
+    def healthy(self) -> bool:
+        """True while the worker runs (False before start, after stop, or if it died)."""
+        return self._worker is not None and not self._worker.done() and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker task; call from inside the running event loop."""
+        if self._worker is not None:
+            raise RuntimeError(f"batcher {self.name} already started")
+        self._wakeup = asyncio.Event()
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{self.name}")
+        self._worker.add_done_callback(self._on_worker_done)
+
+    async def stop(self) -> None:
+        """Refuse new work, finish everything queued or running, then stop."""
+        if self._worker is None:
+            return
+        self._stopping = True
+        assert self._wakeup is not None
+        self._wakeup.set()
+        await asyncio.shield(self._worker)
+
+    async def submit(self, items: list[Any], deadline: float | None = None) -> np.ndarray:
+        """Embed ``items`` with other requests' items; returns [len(items), D] in order."""
+        if not self.healthy:
+            raise Unavailable(f"{self.name}: not accepting work (stopped or failed)")
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(f"{self.name}: deadline exceeded before queueing")
+        if not items:
+            raise ValueError("submit needs at least one item")
+        loop = asyncio.get_running_loop()
+        request = _Request(list(items), loop.create_future(), deadline, now)
+        if deadline is not None:
+            request.timer = loop.call_later(deadline - now, self._expire, request)
+        self._queue.append(request)
+        self._pending += len(request.items)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            return await request.future
+        finally:
+            self._retire(request)  # no-op unless cancelled: drop its unbatched items
+
+    def _retire(self, request: _Request) -> None:
+        """The request is settled: its items not yet in a batch will never be."""
+        self._pending -= len(request.items) - request.taken
+        request.taken = len(request.items)
+        if request.timer is not None:
+            request.timer.cancel()
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        if not request.future.done():
+            request.future.set_exception(error)
+        self._retire(request)
+
+    def _expire(self, request: _Request) -> None:
+        state = "while queued" if request.taken < len(request.items) else "during inference"
+        waited = 1000 * (time.monotonic() - request.arrived)
+        self._fail(request, DeadlineExceeded(f"{self.name}: deadline exceeded {state} ({waited:.0f} ms)"))
+
+    async def _work(self) -> None:
+        slots = asyncio.Semaphore(self.max_concurrent_batches)
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            await slots.acquire()
+            batch = await self._next_batch()
+            if batch is None:
+                break
+            task = asyncio.get_running_loop().create_task(self._execute(batch, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+    async def _next_batch(self) -> _Batch | None:
+        """Wait until a batch is due, then take it; None once stopping with nothing left."""
+        assert self._wakeup is not None
+        while True:
+            while self._queue and self._queue[0].taken == len(self._queue[0].items):
+                self._queue.popleft()  # settled (expired / cancelled) requests
+            if not self._queue:
+                if self._stopping:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait = self._queue[0].arrived + self.max_delay - time.monotonic()
+            if self._pending < self.max_batch_size and wait > 0 and not self._stopping:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                continue
+            return self._take()
+
+    def _take(self) -> _Batch:
+        batch = _Batch()
+        while self._queue and len(batch.items) < self.max_batch_size:
+            request = self._queue[0]
+            if request.taken == len(request.items):
+                self._queue.popleft()  # settled while waiting
+                continue
+            count = min(len(request.items) - request.taken, self.max_batch_size - len(batch.items))
+            batch.parts.append(_Part(request, request.taken, count, len(batch.items)))
+            batch.items.extend(request.items[request.taken : request.taken + count])
+            request.taken += count
+            self._pending -= count
+            if request.taken == len(request.items):
+                self._queue.popleft()
+        return batch
+
+    async def _execute(self, batch: _Batch, slots: asyncio.Semaphore) -> None:
+        try:
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(len(batch.items))
+                except Exception:
+                    log.exception("%s: on_batch callback failed", self.name)
+            loop = asyncio.get_running_loop()
+            try:
+                out = await loop.run_in_executor(self.executor, self.run_batch, batch.items)
+                if not isinstance(out, np.ndarray) or out.ndim != 2 or len(out) != len(batch.items):
+                    shape = getattr(out, "shape", type(out).__name__)
+                    raise EmbedServeError(
+                        f"{self.name}: batch of {len(batch.items)} returned {shape}, expected [N, D]"
+                    )
+            except EmbedServeError as e:
+                error: BaseException = e
+            except Exception as e:
+                log.exception("%s: batch of %d failed", self.name, len(batch.items))
+                error = EmbedServeError(f"{self.name}: inference failed: {type(e).__name__}: {e}")
+            else:
+                self._deliver(batch, out)
+                return
+            for part in batch.parts:
+                self._fail(part.request, error)
+        finally:
+            slots.release()
+
+    def _deliver(self, batch: _Batch, out: np.ndarray) -> None:
+        for part in batch.parts:
+            request = part.request
+            if request.future.done():
+                continue  # expired or cancelled meanwhile
+            rows = out[part.offset : part.offset + part.count]
+            if part.count == len(request.items):
+                request.future.set_result(rows)
+                continue
+            if request.out is None:
+                request.out = np.empty((len(request.items), out.shape[1]), dtype=out.dtype)
+            request.out[part.start : part.start + part.count] = rows
+            request.filled += part.count
+            if request.filled == len(request.items):
+                request.future.set_result(request.out)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        if self._stopping and not task.cancelled() and task.exception() is None:
+            return  # drained by stop()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("%s: batch worker died", self.name, exc_info=error)
+        else:
+            log.warning("%s: batch worker cancelled", self.name)
+        for request in list(self._queue):
+            self._fail(request, Unavailable(f"{self.name}: batch worker stopped"))
+        self._queue.clear()

@@ -1,0 +1,125 @@
+"""Image decoding and preprocessing for an image tower, as the manifest prescribes.
+
+``ImagePreprocessor.preprocess`` is called from a thread pool: it keeps no mutable
+state and touches no Pillow globals, so any number of threads may share one.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from embedserve.errors import EmbedServeError, InvalidArgument, ResourceExhausted, item_error
+from embedserve.models.bundle import ImageTowerSpec
+
+# Only the formats the API promises; Pillow would otherwise also try exotic decoders.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+class ImagePreprocessor:
+    """Encoded image bytes → float32 [C, H, W], normalised as the tower expects.
+
+    Steps: guard size → decode (first frame) → EXIF orientation → "L" or "RGB"
+    (alpha composited onto white, 16-bit scaled to 8-bit) → resize so the image
+    covers HxW (aspect kept) → centre crop → [0, 1] → ``(x - mean) / std``.
+    """
+
+    def __init__(self, spec: ImageTowerSpec, *, max_image_bytes: int, max_image_pixels: int) -> None:
+        self.spec = spec
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        self._mode = "L" if spec.channels == 1 else "RGB"
+        self._resample = _RESAMPLE[spec.interpolation]
+        self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+        self._std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+
+    def preprocess(self, data: bytes, index: int) -> np.ndarray:
+        """Decode and normalise one image; returns float32 [C, H, W].
+
+        Raises ResourceExhausted (too many bytes or pixels) or InvalidArgument
+        (not a decodable JPEG/PNG/WebP/BMP/GIF), both naming item ``index``.
+        """
+        if len(data) > self.max_image_bytes:
+            raise item_error(
+                ResourceExhausted, index, f"image is {len(data)} bytes, limit {self.max_image_bytes}"
+            )
+        if not data:
+            raise item_error(InvalidArgument, index, "cannot decode image: no data")
+        try:
+            image = self._decode(data, index)
+            pixels = self._to_array(self._fit(image))
+        except EmbedServeError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise item_error(ResourceExhausted, index, f"image has too many pixels: {e}") from None
+        except MemoryError:
+            raise item_error(ResourceExhausted, index, "image too large to decode") from None
+        except UnidentifiedImageError:
+            raise item_error(
+                InvalidArgument, index, "cannot decode image: not a JPEG, PNG, WebP, BMP or GIF image"
+            ) from None
+        except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, EOFError, ...
+            raise item_error(InvalidArgument, index, f"cannot decode image: {e}") from None
+        return pixels
+
+    def _decode(self, data: bytes, index: int) -> Image.Image:
+        """Open lazily, check the pixel count from the header, then decode the first frame."""
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width * height > self.max_image_pixels:
+            raise item_error(
+                ResourceExhausted,
+                index,
+                f"image is {width}x{height} = {width * height} pixels, limit {self.max_image_pixels}",
+            )
+        if width < 1 or height < 1:
+            raise item_error(InvalidArgument, index, f"cannot decode image: size {width}x{height}")
+        image.load()  # decodes here; truncated data raises OSError
+        image = ImageOps.exif_transpose(image)
+        return self._convert(image)
+
+    def _convert(self, image: Image.Image) -> Image.Image:
+        """Any decoded mode → self._mode ("L" or "RGB")."""
+        mode = image.mode
+        if mode.startswith("I;16") or mode == "I":
+            # Pillow's convert("L") clips 16-bit values at 255; keep the high byte instead.
+            high = np.clip(np.asarray(image, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
+            image = Image.fromarray(high, "L")
+        elif mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba).convert("RGB")
+        return image if image.mode == self._mode else image.convert(self._mode)
+
+    def _fit(self, image: Image.Image) -> Image.Image:
+        """Resize so the image covers (H, W) keeping its aspect ratio, then centre crop."""
+        height, width = self.spec.size
+        w, h = image.size
+        if (w, h) != (width, height):
+            scale = max(width / w, height / h)
+            new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+            if (new_w, new_h) != (w, h):
+                image = image.resize((new_w, new_h), self._resample)
+            left, top = round((new_w - width) / 2), round((new_h - height) / 2)
+            image = image.crop((left, top, left + width, top + height))
+        return image
+
+    def _to_array(self, image: Image.Image) -> np.ndarray:
+        """ "L"/"RGB" image of (H, W) → normalised float32 [C, H, W]."""
+        # Divisions (not reciprocal products) to match torchvision's ToTensor + Normalize bit for bit.
+        array = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+        chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return np.ascontiguousarray((chw - self._mean) / self._std, dtype=np.float32)

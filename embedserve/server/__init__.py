@@ -1,0 +1,1 @@
+"""The gRPC server: services, auth, metrics and the process that runs them."""

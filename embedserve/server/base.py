@@ -1,0 +1,91 @@
+"""What every service shares: the server's parts, and the wrapper that maps errors to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import grpc
+
+from embedserve.config import ServerConfig
+from embedserve.errors import EmbedServeError, NotFound, Unavailable
+from embedserve.models.registry import Model, ModelRegistry
+from embedserve.server.metrics import Metrics
+from embedserve.store import Collection, Store
+
+log = logging.getLogger("embedserve.server")
+
+
+@dataclass
+class Parts:
+    """The server's components, handed to every service."""
+
+    config: ServerConfig
+    registry: ModelRegistry
+    store: Store
+    metrics: Metrics
+    store_executor: Executor
+    ready: bool = False
+    draining: bool = False
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    async def blocking(self, fn, *args):
+        """Run a blocking store call (FAISS, fsync) off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.store_executor, fn, *args)
+
+    def model(self, name: str) -> Model:
+        return self.registry.get(name)
+
+    def model_of(self, collection: Collection) -> Model | None:
+        """The collection's bundle, or None if it is not loaded (raw vectors still work)."""
+        try:
+            return self.registry.get(collection.spec.model)
+        except NotFound:
+            return None
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline as an absolute time.monotonic() value, or None."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e8:
+        return None
+    return time.monotonic() + remaining
+
+
+def rpc(name: str):
+    """Wrap a servicer method: readiness check, typed errors -> status, metrics, logging."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        async def handler(self, request, context: grpc.aio.ServicerContext):
+            parts: Parts = self.parts
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not parts.ready:
+                    raise Unavailable("server is starting: models are still loading")
+                return await method(self, request, context)
+            except EmbedServeError as err:
+                code = err.code
+                await context.abort(err.code, err.message)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:  # a bug: report it, keep serving
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", name)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                parts.metrics.requests.labels(name, code.name).inc()
+                parts.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+        return handler
+
+    return wrap

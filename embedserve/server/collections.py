@@ -1,0 +1,72 @@
+"""CollectionService: create, list, describe and delete collections."""
+
+from __future__ import annotations
+
+from embedserve.errors import InvalidArgument
+from embedserve.server.base import Parts, rpc
+from embedserve.store import Collection, CollectionSpec
+from embedserve.v1 import embedserve_pb2 as pb
+from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+
+METRICS = ("cosine", "ip", "l2")
+
+
+class CollectionService(pb_grpc.CollectionServiceServicer):
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    @rpc("CreateCollection")
+    async def CreateCollection(self, request: pb.CreateCollectionRequest, context) -> pb.CollectionInfo:
+        model = self.parts.model(request.model)
+        metric = request.metric or model.manifest.metric
+        if metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        if request.train_size < 0:
+            raise InvalidArgument("train_size must be >= 0")
+        spec = CollectionSpec(
+            name=request.name,
+            model=model.manifest.name,
+            dim=model.manifest.dim,
+            metric=metric,
+            index_spec=request.index_spec or "Flat",
+            train_size=request.train_size,
+        )
+        collection = await self.parts.blocking(self.parts.store.create, spec)
+        return await self._info(collection)
+
+    @rpc("ListCollections")
+    async def ListCollections(self, request, context) -> pb.ListCollectionsResponse:
+        infos = [await self._info(c) for c in self.parts.store.list()]
+        return pb.ListCollectionsResponse(collections=infos)
+
+    @rpc("DescribeCollection")
+    async def DescribeCollection(self, request: pb.DescribeCollectionRequest, context) -> pb.CollectionInfo:
+        return await self._info(self.parts.store.get(request.name))
+
+    @rpc("DeleteCollection")
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context
+    ) -> pb.DeleteCollectionResponse:
+        await self.parts.blocking(self.parts.store.delete, request.name)
+        return pb.DeleteCollectionResponse()
+
+    async def _info(self, collection: Collection) -> pb.CollectionInfo:
+        stats = await self.parts.blocking(collection.stats)
+        return collection_info(collection.spec, stats)
+
+
+def collection_info(spec, stats) -> pb.CollectionInfo:
+    return pb.CollectionInfo(
+        name=spec.name,
+        model=spec.model,
+        dim=spec.dim,
+        metric=spec.metric,
+        index_spec=spec.index_spec,
+        count=stats.count,
+        trained=stats.trained,
+        train_size=stats.train_size,
+        memory_bytes=stats.memory_bytes,
+        labelled_count=stats.labelled_count,
+        created_at=spec.created_at,
+        gpu=stats.gpu,
+    )

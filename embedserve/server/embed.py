@@ -1,0 +1,62 @@
+"""EmbedService: Embed and ListModels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from embedserve.server.base import Parts, deadline_of, rpc
+from embedserve.server.convert import array_to_tensor, input_content
+from embedserve.v1 import embedserve_pb2 as pb
+from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+
+
+class EmbedService(pb_grpc.EmbedServiceServicer):
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    @rpc("Embed")
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        model = self.parts.model(request.model)
+        inputs = [input_content(inp, i) for i, inp in enumerate(request.inputs)]
+        if inputs:
+            vectors = await model.embed(inputs, deadline=deadline_of(context))
+        else:
+            vectors = np.empty((0, model.manifest.dim), dtype=np.float32)
+        return pb.EmbedResponse(model=model.manifest.name, embeddings=array_to_tensor(vectors))
+
+    @rpc("ListModels")
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        registry = self.parts.registry
+        return pb.ListModelsResponse(
+            models=[model_info(m) for m in registry.list()], default_model=registry.default_name
+        )
+
+
+def model_info(model) -> pb.ModelInfo:
+    m = model.manifest
+    towers = []
+    for modality, tower in sorted(model.towers.items()):
+        info = pb.TowerInfo(
+            modality=modality,
+            execution_provider=tower.session.execution_provider,
+            providers=list(tower.session.providers),
+            max_batch_size=tower.max_batch_size,
+        )
+        if modality == "image":
+            info.channels = m.image.channels
+            info.size.extend(m.image.size)
+        else:
+            info.max_length = m.text.max_length
+        towers.append(info)
+    return pb.ModelInfo(
+        name=m.name,
+        version=str(m.version),
+        dim=m.dim,
+        metric=m.metric,
+        normalize=m.normalize,
+        towers=towers,
+        provenance_json=json.dumps(m.provenance, sort_keys=True),
+        path=str(m.path),
+    )

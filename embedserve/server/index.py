@@ -1,0 +1,89 @@
+"""IndexService: Upsert, UpsertStream, Delete, Get."""
+
+from __future__ import annotations
+
+from embedserve.errors import EmbedServeError, InvalidArgument
+from embedserve.server import vectors
+from embedserve.server.base import Parts, deadline_of, rpc
+from embedserve.server.convert import array_to_tensor, item_content
+from embedserve.store import UpsertResult
+from embedserve.v1 import embedserve_pb2 as pb
+from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+
+
+class IndexService(pb_grpc.IndexServiceServicer):
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    async def _upsert(self, request: pb.UpsertRequest, context) -> UpsertResult:
+        """Embed and write one batch: all of it, or (on any error) nothing."""
+        parts = self.parts
+        collection = parts.store.get(request.collection)
+        items = request.items
+        contents = [item_content(item, i) for i, item in enumerate(items)]
+        matrix = await vectors.resolve(
+            contents,
+            dim=collection.spec.dim,
+            model=parts.model_of(collection),
+            model_name=collection.spec.model,
+            collection=None,
+            deadline=deadline_of(context),
+            run_blocking=parts.blocking,
+        )
+        labels = [item.label if item.HasField("label") else None for item in items]
+        metadata = [dict(item.metadata) for item in items]
+        result = await parts.blocking(
+            collection.upsert, [item.id for item in items], matrix, labels, metadata
+        )
+        parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
+        return result
+
+    @rpc("Upsert")
+    async def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
+        result = await self._upsert(request, context)
+        return _response(result.inserted, result.replaced, 1)
+
+    @rpc("UpsertStream")
+    async def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
+        inserted = replaced = batches = 0
+        async for request in request_iterator:
+            try:
+                result = await self._upsert(request, context)
+            except EmbedServeError as err:
+                raise type(err)(
+                    f"batch {batches}: {err.message} "
+                    f"({batches} earlier batches, {inserted + replaced} items, were committed)"
+                ) from None
+            inserted += result.inserted
+            replaced += result.replaced
+            batches += 1
+        return _response(inserted, replaced, batches)
+
+    @rpc("Delete")
+    async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
+        collection = self.parts.store.get(request.collection)
+        deleted = await self.parts.blocking(collection.delete, list(request.ids), request.allow_missing)
+        self.parts.metrics.items.labels(collection.spec.name, "delete").inc(deleted)
+        return pb.DeleteResponse(deleted=deleted)
+
+    @rpc("Get")
+    async def Get(self, request: pb.GetRequest, context) -> pb.GetResponse:
+        collection = self.parts.store.get(request.collection)
+        if not request.ids:
+            raise InvalidArgument("ids is empty")
+        items = await self.parts.blocking(collection.get, list(request.ids), request.include_vector)
+        out = []
+        for item in items:
+            stored = pb.StoredItem(id=item.id, metadata=item.metadata)
+            if item.label is not None:
+                stored.label = item.label
+            if item.vector is not None:
+                stored.vector.CopyFrom(array_to_tensor(item.vector))
+            out.append(stored)
+        return pb.GetResponse(items=out)
+
+
+def _response(inserted: int, replaced: int, batches: int) -> pb.UpsertResponse:
+    return pb.UpsertResponse(
+        upserted=inserted + replaced, inserted=inserted, replaced=replaced, batches=batches
+    )

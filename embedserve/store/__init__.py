@@ -1,0 +1,22 @@
+"""Durable FAISS-backed collections: write-ahead log, snapshots, filtered search.
+
+Modules: ``spec`` (values), ``validate`` (batch checks), ``table`` (rows in numpy),
+``index`` (FAISS: training, selectors, rebuilds), ``gpu`` (optional GPU copies),
+``wal`` (log format, group commit), ``snapshot`` (atomic snapshots),
+``collection`` (one collection, locking), ``store`` (the directory of collections).
+"""
+
+from embedserve.store.collection import Collection
+from embedserve.store.spec import NAME_RE, CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
+from embedserve.store.store import Store
+
+__all__ = [
+    "NAME_RE",
+    "Collection",
+    "CollectionSpec",
+    "CollectionStats",
+    "Hit",
+    "Store",
+    "StoredItem",
+    "UpsertResult",
+]

@@ -1,0 +1,391 @@
+"""A collection: items, their FAISS index, and the log and snapshots that make writes durable.
+
+Locking. ``_write_mutex`` serialises every mutation (upsert, delete, index
+maintenance, snapshot, close). The readers-writer lock ``_rw`` is taken
+exclusively only while in-memory state changes (rows appended, tombstones set,
+a rebuilt index swapped in), so searches keep running during validation, log
+writes, fsyncs, index training/rebuilds and snapshot writes.
+
+A write: validate (no lock) -> under the writer mutex: append the log record,
+apply it in memory, maintain the index -> outside the mutex: fsync the log with
+group commit -> return. A batch that fails validation writes nothing. A write is
+visible to concurrent searches a moment before its fsync completes, but it is
+only acknowledged to its caller after.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from embedserve.errors import EmbedServeError, NotFound, Unavailable
+from embedserve.store.gpu import MAX_GPU_K, GpuContext, GpuMirror
+from embedserve.store.index import VectorIndex
+from embedserve.store.rwlock import RWLock
+from embedserve.store.snapshot import load_latest, write_snapshot
+from embedserve.store.spec import CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
+from embedserve.store.table import ItemTable
+from embedserve.store.validate import check_id_list, check_search, check_upsert
+from embedserve.store.wal import OP_UPSERT, WalRecord, WriteAheadLog, encode_delete, encode_upsert, read_log
+
+log = logging.getLogger("embedserve.store")
+
+WAL_NAME = "wal.log"
+REBUILD_DEAD_FRACTION = 0.2  # rebuild the index from live rows once this share of its rows are tombstones
+
+
+class Collection:
+    """Built by Store (``create``/``open``); see the module docstring for the locking rules."""
+
+    def __init__(
+        self, spec: CollectionSpec, directory: Path, *, snapshot_wal_bytes: int, gpu: GpuContext | None
+    ) -> None:
+        """Load the newest snapshot in ``directory`` and replay the log records after it."""
+        self.spec = spec
+        self.directory = directory
+        self._snapshot_wal_bytes = snapshot_wal_bytes
+        self._gpu_context = gpu
+        self._gpu: GpuMirror | None = None
+        self._write_mutex = threading.Lock()
+        self._rw = RWLock()
+        self._closed: tuple[type[EmbedServeError], str] | None = None
+        self._broken: str | None = None
+        self._loading = True
+
+        self._index = VectorIndex(spec)
+        snap = load_latest(directory, spec.dim)
+        self._table = snap.table if snap else ItemTable(spec.dim)
+        if snap:
+            self._index.restore(snap.index, snap.trained, self._table.vectors)
+        self._seq = self._snap_seq = snap.seq if snap else 0
+        self._snapshot_bytes = snap.nbytes if snap else 0
+        replayed = 0
+        for record in read_log(directory / WAL_NAME):
+            if record.seq <= self._seq:
+                continue  # already in the snapshot (a crash came between snapshot and log truncation)
+            self._replay(record)
+            self._seq = record.seq
+            replayed += 1
+        self._wal = WriteAheadLog(directory / WAL_NAME)
+        self._loading = False
+        self._mirror_gpu()
+        log.info(
+            "collection '%s': %d items (snapshot at record %d, %d log records replayed)",
+            spec.name,
+            self._table.n_live,
+            self._snap_seq,
+            replayed,
+        )
+        if self._wal.size > self._wal_limit():
+            self._snapshot_locked()
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def upsert(
+        self, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+    ) -> UpsertResult:
+        """Insert or replace items; ``vectors`` float32-convertible [N, dim]. All or nothing; durable on return."""
+        ids, x, labels, metadata = check_upsert(self.spec, ids, vectors, labels, metadata)
+        with self._write_mutex:
+            self._check_writable()
+            if not ids:
+                return UpsertResult(0, 0)
+            ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, metadata))
+            self._seq += 1
+            with self._failing_apply():
+                result = self._apply_upsert(ids, x, labels, metadata)
+                self._maintain()
+        self._commit(ticket)
+        return result
+
+    def delete(self, ids: list[str], allow_missing: bool = False) -> int:
+        """Delete items; NotFound for an unknown id unless ``allow_missing``. Returns how many were deleted."""
+        ids = check_id_list(ids)
+        with self._write_mutex:
+            self._check_writable()
+            rows = list(dict.fromkeys(self._table.rows(ids, self.spec.name, allow_missing=allow_missing)))
+            if not rows:
+                return 0
+            gone = [self._table.ids[r] for r in rows]
+            ticket = self._wal.append(encode_delete(self._seq + 1, gone))  # type: ignore[arg-type]
+            self._seq += 1
+            with self._failing_apply():
+                with self._rw.write():
+                    self._table.remove(rows)
+                self._maintain()
+        self._commit(ticket)
+        return len(rows)
+
+    def snapshot(self) -> None:
+        """Write a snapshot of everything so far and empty the log."""
+        with self._write_mutex:
+            self._check_writable()
+            self._snapshot_locked()
+
+    def close(self, *, deleted: bool = False) -> None:
+        """Flush (snapshot, unless the collection is being deleted or is broken) and close; idempotent."""
+        with self._write_mutex:
+            if self._closed is not None:
+                return
+            try:
+                if not deleted and self._broken is None:
+                    self._snapshot_locked()
+            finally:
+                self._wal.close()
+                self._gpu = None
+                self._closed = (
+                    (NotFound, f"collection '{self.spec.name}' not found")
+                    if deleted
+                    else (Unavailable, f"collection '{self.spec.name}' is closed")
+                )
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, ids: list[str], include_vector: bool = False) -> list[StoredItem]:
+        """The items in the order asked; NotFound names the first unknown id."""
+        ids = check_id_list(ids)
+        with self._rw.read():
+            self._check_open()
+            table = self._table
+            rows = table.rows(ids, self.spec.name)
+            vectors = table.vectors[rows] if include_vector else None
+            return [
+                StoredItem(
+                    id=item_id,
+                    label=table.label(row),
+                    metadata=dict(table.metadata[row]),  # type: ignore[arg-type]
+                    vector=vectors[i] if vectors is not None else None,
+                )
+                for i, (item_id, row) in enumerate(zip(ids, rows, strict=True))
+            ]
+
+    def vectors_of(self, ids: list[str]) -> np.ndarray:
+        """float32 [len(ids), dim], as stored; NotFound names the item index of the first unknown id."""
+        ids = check_id_list(ids)
+        with self._rw.read():
+            self._check_open()
+            return self._table.vectors[self._table.rows(ids, self.spec.name)]
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        labels: set[str] | None = None,
+        labelled_only: bool = False,
+        exclude: list[str | None] | None = None,
+        nprobe: int = 0,
+        ef_search: int = 0,
+    ) -> list[list[Hit]]:
+        """Top-k hits per query (float32 [Q, dim]), best first; fewer than k only if fewer items qualify.
+
+        ``labels``: only items with one of these labels; ``labelled_only``: only items
+        with a label; ``exclude[i]``: an id to leave out of query i's hits. Filters run
+        inside FAISS as IDSelectors; an excluded id costs one extra result (k + 1
+        fetched), which makes exactly k come back without a per-query selector.
+        """
+        x, label_set, exclude = check_search(self.spec, queries, k, labels, exclude, nprobe, ef_search)
+        if not len(x):
+            return []
+        with self._rw.read():
+            self._check_open()
+            table = self._table
+            mask = table.filter_mask(label_set, labelled_only)
+            allowed = table.n_live if mask is None else int(np.count_nonzero(mask))
+            if allowed == 0:
+                return [[] for _ in range(len(x))]
+            extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
+            fetch = min(k + extra, allowed)
+            filtered = label_set is not None or labelled_only
+            scores, rows = self._search_rows(table, x, fetch, mask, filtered, nprobe, ef_search)
+            return _hits(table, scores, rows, k, exclude)
+
+    def stats(self) -> CollectionStats:
+        with self._rw.read():
+            table, index = self._table, self._index
+            return CollectionStats(
+                count=table.n_live,
+                labelled_count=table.labelled_count(),
+                trained=index.trained,
+                train_size=index.train_size,
+                memory_bytes=table.nbytes + index.memory_bytes(),
+                gpu=self._gpu is not None,
+            )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _search_rows(
+        self,
+        table: ItemTable,
+        x: np.ndarray,
+        k: int,
+        mask: np.ndarray | None,
+        filtered: bool,
+        nprobe: int,
+        ef: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        gpu = self._gpu
+        if gpu is not None and not filtered:
+            # a GPU index ignores IDSelectors: fetch enough to drop every tombstone and still have k
+            fetch = min(k + table.n_dead, table.n_rows)
+            if fetch <= MAX_GPU_K:
+                try:
+                    scores, rows = gpu.search(x, fetch, nprobe)
+                except RuntimeError as err:
+                    log.warning(
+                        "collection '%s': GPU search failed (%s); searching on CPU from now",
+                        self.spec.name,
+                        err,
+                    )
+                    self._gpu = None
+                else:
+                    if table.n_dead:
+                        rows = np.where((rows >= 0) & table.live[np.maximum(rows, 0)], rows, -1)
+                    return scores, rows
+        n_dead = None if filtered else table.n_dead
+        return self._index.search(x, k, mask, table.vectors, nprobe, ef, n_dead=n_dead)
+
+    def _apply_upsert(
+        self, ids: list[str], x: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+    ) -> UpsertResult:
+        with self._rw.write():
+            inserted, replaced = self._table.append(ids, x, labels, metadata)
+            self._index.add(x)
+            if self._gpu is not None:
+                try:
+                    self._gpu.add(x)
+                except RuntimeError as err:
+                    log.warning("collection '%s': GPU add failed (%s); searching on CPU", self.spec.name, err)
+                    self._gpu = None
+        return UpsertResult(inserted, replaced)
+
+    def _replay(self, record: WalRecord) -> None:
+        if record.op == OP_UPSERT:
+            self._apply_upsert(record.ids, np.array(record.vectors), record.labels, record.metadata)  # type: ignore[arg-type]
+        else:
+            self._table.remove(
+                list(dict.fromkeys(self._table.rows(record.ids, self.spec.name, allow_missing=True)))
+            )
+        self._maintain()
+
+    def _maintain(self) -> None:
+        """Train the index once due, or rebuild it from live rows once tombstones pass the threshold.
+
+        The new index is built while searches continue on the old one, then swapped in.
+        Replay runs the same steps after each record, so a restart ends in the same state.
+        """
+        table, index = self._table, self._index
+        train = index.due_for_training(table.n_live)
+        rebuild = table.n_dead > REBUILD_DEAD_FRACTION * table.n_rows
+        if not (train or rebuild):
+            return
+        new_table = table.compacted() if table.n_dead else table
+        try:
+            new_index, trained = index.build(new_table.vectors)
+        except RuntimeError as err:
+            if not train:
+                raise
+            # training is an optimisation: stay exact and try again once the collection has doubled
+            index.train_size = max(2 * index.train_size, 2 * table.n_live)
+            log.error("collection '%s': training failed (%s); searching exactly for now", self.spec.name, err)
+            return
+        with self._rw.write():
+            self._table = new_table
+            index.swap(new_index, trained)
+            self._gpu = None
+        if train and trained:
+            log.info(
+                "collection '%s': trained '%s' on %d vectors",
+                self.spec.name,
+                self.spec.index_spec,
+                table.n_live,
+            )
+        self._mirror_gpu()
+
+    def _mirror_gpu(self) -> None:
+        if self._gpu_context is None or self._loading:
+            return
+        mirror = self._gpu_context.mirror(self.spec.name, self._index.index)
+        with self._rw.write():
+            self._gpu = mirror
+
+    def _commit(self, ticket: int) -> None:
+        """Wait for the fsync covering ``ticket``; then snapshot if the log has grown past its limit."""
+        self._wal.sync(ticket)
+        if self._wal.size <= self._wal_limit():
+            return
+        try:
+            with self._write_mutex:
+                if self._closed is None and self._broken is None and self._wal.size > self._wal_limit():
+                    self._snapshot_locked()
+        except Exception:  # the write itself is durable; a failed snapshot is retried on the next write
+            log.exception("collection '%s': automatic snapshot failed", self.spec.name)
+
+    def _wal_limit(self) -> int:
+        """Log size that triggers a snapshot: ``snapshot_wal_bytes``, or half the last snapshot if larger.
+
+        A snapshot rewrites the whole collection, so a fixed limit would make bulk
+        loading quadratic; letting the log grow with the snapshot keeps the bytes
+        written per byte logged bounded (about 3x) and start-up replay below half
+        the collection's size.
+        """
+        return max(self._snapshot_wal_bytes, self._snapshot_bytes // 2)
+
+    def _snapshot_locked(self) -> None:
+        if self._seq != self._snap_seq:
+            self._snapshot_bytes = write_snapshot(
+                self.directory, self._seq, self._table, self._index.index, self._index.trained
+            )
+            self._snap_seq = self._seq
+        if self._wal.size:
+            self._wal.reset()
+
+    @contextmanager
+    def _failing_apply(self) -> Iterator[None]:
+        """A failure after the log record is written leaves memory and log out of step: refuse further
+        writes (the log is intact, so a restart recovers)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._broken = (
+                f"collection '{self.spec.name}' refuses writes after an internal error ({exc!r}); "
+                "restart to recover from its log"
+            )
+            log.error("%s", self._broken)
+            raise
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            cls, message = self._closed
+            raise cls(message)
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._broken is not None:
+            raise Unavailable(self._broken)
+
+
+def _hits(
+    table: ItemTable, scores: np.ndarray, rows: np.ndarray, k: int, exclude: list[str | None] | None
+) -> list[list[Hit]]:
+    """Hits from FAISS output ([q, fetch] each), skipping -1 padding, tombstones and excluded ids."""
+    out = []
+    for q, (q_scores, q_rows) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True)):
+        skip = exclude[q] if exclude is not None else None
+        hits: list[Hit] = []
+        for score, row in zip(q_scores, q_rows, strict=True):
+            if row < 0:
+                continue
+            item_id = table.ids[row]
+            if item_id is None or item_id == skip:
+                continue
+            hits.append(Hit(item_id, score, table.label(row), dict(table.metadata[row])))  # type: ignore[arg-type]
+            if len(hits) == k:
+                break
+        out.append(hits)
+    return out

@@ -1,0 +1,103 @@
+"""What a collection is (its spec) and the plain values the store hands back."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from embedserve.errors import FailedPrecondition, InvalidArgument
+
+NAME_RE = r"[A-Za-z0-9_-]{1,64}"
+METRICS = ("cosine", "ip", "l2")
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection's fixed configuration, written once to ``collection.json`` at create."""
+
+    name: str
+    model: str  # bundle name the collection embeds with (opaque to the store)
+    dim: int
+    metric: str  # "cosine" | "ip" | "l2"
+    index_spec: str = "Flat"  # FAISS index_factory string
+    train_size: int = 0  # 0 = automatic, see embedserve.store.index.auto_train_size
+    created_at: float = 0.0  # unix seconds; Store.create fills it
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``score``: cosine/ip similarity (higher closer), l2 squared distance (lower closer)."""
+
+    id: str
+    score: float
+    label: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as stored; ``vector`` is float32 [dim] (L2-normalised for cosine) or None if not asked for."""
+
+    id: str
+    label: str | None
+    metadata: dict[str, str]
+    vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int
+    replaced: int
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    count: int
+    labelled_count: int
+    trained: bool
+    train_size: int
+    memory_bytes: int
+    gpu: bool
+
+
+def check_name(name: object) -> str:
+    """The collection name, or InvalidArgument if it does not fullmatch NAME_RE."""
+    if not isinstance(name, str) or re.fullmatch(NAME_RE, name) is None:
+        raise InvalidArgument(
+            f"collection name {name!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ -"
+        )
+    return name
+
+
+def check_spec_fields(spec: CollectionSpec) -> None:
+    """Checks that need no FAISS (the index_spec itself is checked in embedserve.store.index)."""
+    check_name(spec.name)
+    if not isinstance(spec.model, str):
+        raise InvalidArgument(f"collection '{spec.name}': model must be a string")
+    if isinstance(spec.dim, bool) or not isinstance(spec.dim, int) or spec.dim < 1:
+        raise InvalidArgument(f"collection '{spec.name}': dim must be a positive integer, got {spec.dim!r}")
+    if spec.metric not in METRICS:
+        raise InvalidArgument(
+            f"collection '{spec.name}': metric must be one of {', '.join(METRICS)}, not {spec.metric!r}"
+        )
+    if not isinstance(spec.index_spec, str) or not spec.index_spec:
+        raise InvalidArgument(f"collection '{spec.name}': index_spec must be a non-empty string")
+    if isinstance(spec.train_size, bool) or not isinstance(spec.train_size, int) or spec.train_size < 0:
+        raise InvalidArgument(f"collection '{spec.name}': train_size must be >= 0, got {spec.train_size!r}")
+
+
+def spec_to_json(spec: CollectionSpec) -> bytes:
+    """``collection.json`` contents: the spec fields plus a format ``version``."""
+    return json.dumps({"version": SPEC_VERSION, **asdict(spec)}, indent=2, sort_keys=True).encode()
+
+
+def spec_from_json(data: bytes, where: str) -> CollectionSpec:
+    doc = json.loads(data)
+    version = doc.pop("version", None)
+    if version != SPEC_VERSION:
+        raise FailedPrecondition(f"{where}: collection.json version {version!r} is not supported")
+    return CollectionSpec(**doc)

@@ -1,0 +1,154 @@
+"""The store: every collection under one data directory.
+
+Layout::
+
+    data_dir/collections/<name>/collection.json   the spec, written once, atomically, at create
+    data_dir/collections/<name>/wal.log           write-ahead log (embedserve.store.wal)
+    data_dir/collections/<name>/snap-<seq>/       newest snapshot (embedserve.store.snapshot)
+
+A collection directory appears by an atomic rename of a fully written temp
+directory, and disappears by a rename to a ``.deleted-*`` name before it is
+removed, so a crash never leaves half a collection that would load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from embedserve.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from embedserve.store.collection import Collection
+from embedserve.store.fsio import fsync_dir, write_durably
+from embedserve.store.gpu import GpuContext
+from embedserve.store.index import VectorIndex
+from embedserve.store.spec import NAME_RE, CollectionSpec, check_spec_fields, spec_from_json, spec_to_json
+
+log = logging.getLogger("embedserve.store")
+
+SPEC_FILE = "collection.json"
+
+
+class Store:
+    """Thread-safe registry of collections; ``open`` loads them, ``close`` flushes them.
+
+    Any method opens the store first if ``open`` was not called.
+    """
+
+    def __init__(self, data_dir: Path, *, use_gpu: bool = False, snapshot_wal_bytes: int = 64 << 20) -> None:
+        self.data_dir = Path(data_dir)
+        self._root = self.data_dir / "collections"
+        self._use_gpu = use_gpu
+        self._snapshot_wal_bytes = snapshot_wal_bytes
+        self._lock = threading.RLock()
+        self._collections: dict[str, Collection] = {}
+        self._gpu: GpuContext | None = None
+        self._opened = False
+        self._closed = False
+
+    def open(self) -> None:
+        """Load every collection (snapshot + log replay); a collection that cannot load stops start-up."""
+        with self._lock:
+            self._check_not_closed()
+            if self._opened:
+                return
+            self._root.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self._root.parent)
+            if self._use_gpu:
+                self._gpu = GpuContext.create()
+            for leftover in self._root.glob(".*"):  # half-created or half-deleted collections
+                shutil.rmtree(leftover, ignore_errors=True)
+            for path in sorted(self._root.iterdir()):
+                if not path.is_dir() or re.fullmatch(NAME_RE, path.name) is None:
+                    log.warning("ignoring %s: not a collection directory", path)
+                    continue
+                spec = spec_from_json((path / SPEC_FILE).read_bytes(), str(path))
+                if spec.name != path.name:
+                    raise FailedPrecondition(f"{path}: collection.json names '{spec.name}'")
+                self._collections[spec.name] = self._load(spec, path)
+            self._opened = True
+            log.info("store at %s: %d collection(s)", self.data_dir, len(self._collections))
+
+    def create(self, spec: CollectionSpec) -> Collection:
+        """Create an empty collection; ``created_at`` 0 is set to now."""
+        check_spec_fields(spec)
+        VectorIndex(spec)  # rejects an index_spec FAISS cannot build before anything touches disk
+        if not spec.created_at:
+            spec = dataclasses.replace(spec, created_at=time.time())
+        with self._lock:
+            self._ensure_open()
+            final = self._root / spec.name
+            if spec.name in self._collections or final.exists():
+                raise AlreadyExists(f"collection '{spec.name}' already exists")
+            tmp = self._root / f".creating-{spec.name}-{uuid.uuid4().hex}"
+            tmp.mkdir()
+            write_durably(tmp / SPEC_FILE, spec_to_json(spec))
+            os.rename(tmp, final)
+            fsync_dir(self._root)
+            collection = self._collections[spec.name] = self._load(spec, final)
+            log.info(
+                "created collection '%s' (%s, dim %d, %s)", spec.name, spec.index_spec, spec.dim, spec.metric
+            )
+            return collection
+
+    def get(self, name: str) -> Collection:
+        with self._lock:
+            self._ensure_open()
+            collection = self._collections.get(name)
+            if collection is None:
+                raise NotFound(f"collection '{name}' not found")
+            return collection
+
+    def list(self) -> list[Collection]:
+        """All collections, sorted by name."""
+        with self._lock:
+            self._ensure_open()
+            return [self._collections[name] for name in sorted(self._collections)]
+
+    def delete(self, name: str) -> None:
+        """Remove a collection durably: calls on it fail with NotFound from now on."""
+        with self._lock:
+            self._ensure_open()
+            collection = self._collections.pop(name, None)
+            if collection is None:
+                raise NotFound(f"collection '{name}' not found")
+            collection.close(deleted=True)  # waits for a write in progress
+            tomb = self._root / f".deleted-{name}-{uuid.uuid4().hex}"
+            os.rename(self._root / name, tomb)
+            fsync_dir(self._root)
+        shutil.rmtree(tomb, ignore_errors=True)
+        log.info("deleted collection '%s'", name)
+
+    def close(self) -> None:
+        """Snapshot every collection and close its files; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            failed: list[BaseException] = []
+            for collection in self._collections.values():
+                try:
+                    collection.close()
+                except Exception as err:  # keep flushing the others; the log still holds this one's writes
+                    log.exception("collection '%s': flush at close failed", collection.spec.name)
+                    failed.append(err)
+            if failed:
+                raise failed[0]
+
+    def _load(self, spec: CollectionSpec, path: Path) -> Collection:
+        return Collection(spec, path, snapshot_wal_bytes=self._snapshot_wal_bytes, gpu=self._gpu)
+
+    def _ensure_open(self) -> None:
+        self._check_not_closed()
+        if not self._opened:
+            self.open()
+
+    def _check_not_closed(self) -> None:
+        if self._closed:
+            raise Unavailable("the store is closed")

@@ -1,0 +1,185 @@
+"""The rows of a collection: ids, vectors, labels and metadata, kept in numpy/Python columns.
+
+Row r of the table is FAISS id r of the collection's index. Rows are only
+appended; a delete or a replace marks the old row dead (a tombstone) and
+searches leave dead rows out with an IDSelector. ``compacted`` drops dead rows
+when the index is rebuilt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedserve.errors import NotFound, item_error
+
+_GROWTH = 1.5
+_MIN_CAPACITY = 64
+
+
+class ItemTable:
+    """Columns over rows 0..n_rows-1 (capacity grows geometrically, so appends are amortised O(batch))."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n_rows = 0
+        self.n_live = 0
+        self._vectors = np.empty((0, dim), dtype=np.float32)
+        self._live = np.empty(0, dtype=bool)
+        self._codes = np.empty(0, dtype=np.int32)  # label code per row, -1 = no label
+        self.ids: list[str | None] = []  # None for dead rows
+        self.metadata: list[dict[str, str] | None] = []
+        self.row_of: dict[str, int] = {}
+        self.label_names: list[str] = []  # code -> label
+        self._code_of: dict[str, int] = {}
+
+    # --- columns as views over the used rows -------------------------------------------------
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """float32 [n_rows, dim], dead rows included."""
+        return self._vectors[: self.n_rows]
+
+    @property
+    def live(self) -> np.ndarray:
+        """bool [n_rows]."""
+        return self._live[: self.n_rows]
+
+    @property
+    def label_codes(self) -> np.ndarray:
+        """int32 [n_rows], -1 where the item has no label."""
+        return self._codes[: self.n_rows]
+
+    @property
+    def n_dead(self) -> int:
+        return self.n_rows - self.n_live
+
+    @property
+    def nbytes(self) -> int:
+        return self._vectors.nbytes + self._live.nbytes + self._codes.nbytes
+
+    def label(self, row: int) -> str | None:
+        code = int(self._codes[row])
+        return self.label_names[code] if code >= 0 else None
+
+    def labelled_count(self) -> int:
+        return int(np.count_nonzero(self.live & (self.label_codes >= 0)))
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    def rows(self, ids: list[str], collection: str, *, allow_missing: bool = False) -> list[int]:
+        """Rows of ``ids`` in order; NotFound names the first unknown one (skipped if allow_missing)."""
+        out = []
+        for i, item_id in enumerate(ids):
+            row = self.row_of.get(item_id)
+            if row is None:
+                if allow_missing:
+                    continue
+                raise item_error(NotFound, i, f"id '{item_id}' not found in collection '{collection}'")
+            out.append(row)
+        return out
+
+    def filter_mask(self, labels: set[str] | None, labelled_only: bool) -> np.ndarray | None:
+        """bool [n_rows] of rows a search may return, or None when every row may be returned."""
+        if labels is not None:
+            codes = [self._code_of[x] for x in labels if x in self._code_of]
+            return self.live & np.isin(self.label_codes, np.asarray(codes, dtype=np.int32))
+        if labelled_only:
+            return self.live & (self.label_codes >= 0)
+        if self.n_dead:
+            return self.live
+        return None
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def append(
+        self, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+    ) -> tuple[int, int]:
+        """Add rows for a batch (ids unique within it; ``vectors`` float32 [N, dim]); old rows of the
+        same ids become dead. Returns (inserted, replaced)."""
+        old = [r for r in map(self.row_of.get, ids) if r is not None]
+        self.remove(old)
+        n, start = len(ids), self.n_rows
+        self._reserve(start + n)
+        end = start + n
+        self._vectors[start:end] = vectors
+        self._live[start:end] = True
+        self._codes[start:end] = [-1 if x is None else self._code(x) for x in labels]
+        self.ids.extend(ids)
+        self.metadata.extend(metadata)  # the caller hands over dicts nobody else holds
+        self.row_of.update(zip(ids, range(start, end), strict=True))
+        self.n_rows = end
+        self.n_live += n
+        return n - len(old), len(old)
+
+    def remove(self, rows: list[int]) -> None:
+        """Mark rows dead (rows live and distinct)."""
+        if not rows:
+            return
+        for r in rows:
+            del self.row_of[self.ids[r]]  # type: ignore[arg-type]
+            self.ids[r] = None
+            self.metadata[r] = None
+        self._live[np.asarray(rows, dtype=np.int64)] = False
+        self.n_live -= len(rows)
+
+    def compacted(self) -> ItemTable:
+        """A new table with the live rows only, in the same order (this one is left untouched)."""
+        keep = np.flatnonzero(self.live)
+        out = ItemTable(self.dim)
+        out._vectors = self.vectors[keep]  # fancy indexing copies
+        out._live = np.ones(len(keep), dtype=bool)
+        out._codes = self.label_codes[keep]
+        out.ids = [self.ids[r] for r in keep]
+        out.metadata = [self.metadata[r] for r in keep]
+        out.row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
+        out.label_names = list(self.label_names)
+        out._code_of = dict(self._code_of)
+        out.n_rows = out.n_live = len(keep)
+        return out
+
+    @classmethod
+    def from_columns(
+        cls,
+        vectors: np.ndarray,
+        live: np.ndarray,
+        codes: np.ndarray,
+        ids: list[str | None],
+        metadata: list[dict[str, str] | None],
+        label_names: list[str],
+    ) -> ItemTable:
+        """Rebuild a table from its saved columns (see embedserve.store.snapshot)."""
+        out = cls(vectors.shape[1])
+        n = len(vectors)
+        if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
+            raise ValueError("snapshot columns have different lengths")
+        out._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        out._live = np.asarray(live, dtype=bool).copy()
+        out._codes = np.asarray(codes, dtype=np.int32).copy()
+        out.ids, out.metadata = ids, metadata
+        out.row_of = {x: r for r, x in enumerate(ids) if x is not None}
+        out.label_names = label_names
+        out._code_of = {x: c for c, x in enumerate(label_names)}
+        out.n_rows, out.n_live = n, int(np.count_nonzero(out._live))
+        return out
+
+    def _code(self, label: str | None) -> int:
+        if label is None:
+            return -1
+        code = self._code_of.get(label)
+        if code is None:
+            code = self._code_of[label] = len(self.label_names)
+            self.label_names.append(label)
+        return code
+
+    def _reserve(self, n: int) -> None:
+        cap = len(self._vectors)
+        if n <= cap:
+            return
+        new_cap = max(n, int(cap * _GROWTH), _MIN_CAPACITY)
+        vectors = np.empty((new_cap, self.dim), dtype=np.float32)
+        vectors[: self.n_rows] = self.vectors
+        live = np.zeros(new_cap, dtype=bool)
+        live[: self.n_rows] = self.live
+        codes = np.full(new_cap, -1, dtype=np.int32)
+        codes[: self.n_rows] = self.label_codes
+        self._vectors, self._live, self._codes = vectors, live, codes

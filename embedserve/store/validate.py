@@ -1,0 +1,165 @@
+"""Checks on write batches and queries, raised before anything is written (typed errors naming the item)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from embedserve.errors import InvalidArgument, item_error
+from embedserve.store.spec import CollectionSpec
+
+MAX_ID_BYTES = 256
+MAX_K = 1024
+
+
+def check_id_list(ids: object, noun: str = "item") -> list[str]:
+    """A list of strings (contents unchecked: get/delete answer NotFound for ids that cannot exist)."""
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InvalidArgument("ids must be a list of strings")
+    for i, item_id in enumerate(ids):
+        if not isinstance(item_id, str):
+            raise item_error(
+                InvalidArgument, i, f"id must be a string, not {type(item_id).__name__}", noun=noun
+            )
+    return list(ids)
+
+
+def check_new_ids(ids: object) -> list[str]:
+    """Ids for an upsert: non-empty, at most 256 UTF-8 bytes, no id twice in the batch."""
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InvalidArgument("ids must be a list of strings")
+    ids = list(ids)
+    for i, item_id in enumerate(ids):
+        # fast path: a non-empty str of <= 64 characters cannot exceed 256 bytes in UTF-8
+        if type(item_id) is str and 0 < len(item_id) <= MAX_ID_BYTES // 4:
+            continue
+        if not isinstance(item_id, str):
+            raise item_error(InvalidArgument, i, f"id must be a string, not {type(item_id).__name__}")
+        if not item_id:
+            raise item_error(InvalidArgument, i, "id is empty")
+        try:
+            size = len(item_id.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise item_error(InvalidArgument, i, "id is not valid Unicode text") from None
+        if size > MAX_ID_BYTES:
+            raise item_error(InvalidArgument, i, f"id is {size} bytes long; the limit is {MAX_ID_BYTES}")
+    if len(set(ids)) != len(ids):
+        first: dict[str, int] = {}
+        for i, item_id in enumerate(ids):
+            if item_id in first:
+                raise item_error(InvalidArgument, i, f"id '{item_id}' also appears at item {first[item_id]}")
+            first[item_id] = i
+    return ids
+
+
+def check_vectors(vectors: object, n: int, spec: CollectionSpec, noun: str = "item") -> np.ndarray:
+    """float32 [n, dim], C-contiguous; rows L2-normalised for cosine. Names the first bad row."""
+    dim = spec.dim
+    if not isinstance(vectors, np.ndarray) and isinstance(vectors, Iterable):
+        # a list of rows: find a short/long row before numpy refuses the ragged list
+        vectors = list(vectors)
+        for i, row in enumerate(vectors):
+            if hasattr(row, "__len__") and len(row) != dim:
+                raise _dim_error(i, len(row), spec, noun)
+    try:
+        x = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise InvalidArgument(f"vectors must be a float32 array [N, {dim}]: {err}") from None
+    if n == 0 and x.size == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidArgument(f"vectors must be a 2-D array [N, {dim}], got shape {x.shape}")
+    if x.shape[0] != n:
+        raise InvalidArgument(f"got {x.shape[0]} vectors for {n} {noun}s")
+    if x.shape[1] != dim:
+        raise _dim_error(0, x.shape[1], spec, noun)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise item_error(InvalidArgument, int(np.argmin(finite)), "vector contains NaN or Inf", noun=noun)
+    if spec.metric == "cosine":
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        zero = norms == 0
+        if zero.any():
+            raise item_error(
+                InvalidArgument,
+                int(np.argmax(zero)),
+                "vector is all zeros, which has no cosine direction",
+                noun=noun,
+            )
+        return np.ascontiguousarray(x * (1.0 / norms).astype(np.float32)[:, None])
+    return np.ascontiguousarray(x)
+
+
+def _dim_error(i: int, got: int, spec: CollectionSpec, noun: str) -> InvalidArgument:
+    return item_error(  # type: ignore[return-value]
+        InvalidArgument,
+        i,
+        f"vector has dimension {got}, collection '{spec.name}' expects {spec.dim}",
+        noun=noun,
+    )
+
+
+def check_upsert(
+    spec: CollectionSpec, ids: object, vectors: object, labels: object, metadata: object
+) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, str]]]:
+    """The batch in canonical form; raises InvalidArgument on the first bad item."""
+    ids = check_new_ids(ids)
+    if not isinstance(labels, Sequence) or isinstance(labels, str):
+        raise InvalidArgument("labels must be a list of strings or None")
+    if not isinstance(metadata, Sequence) or isinstance(metadata, str):
+        raise InvalidArgument("metadata must be a list of string maps")
+    n_vectors = len(vectors) if hasattr(vectors, "__len__") else -1
+    if not len(ids) == n_vectors == len(labels) == len(metadata):
+        raise InvalidArgument(
+            f"ids, vectors, labels and metadata must have the same length, "
+            f"got {len(ids)}, {n_vectors}, {len(labels)} and {len(metadata)}"
+        )
+    for i, label in enumerate(labels):
+        if label is not None and not isinstance(label, str):
+            raise item_error(
+                InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}"
+            )
+    clean_meta = []  # copies: later changes to the caller's dicts must not reach the store
+    for i, meta in enumerate(metadata):
+        if not meta:
+            if meta is not None and not isinstance(meta, dict):
+                raise item_error(InvalidArgument, i, "metadata must map strings to strings")
+            clean_meta.append({})
+        elif isinstance(meta, dict) and all(type(k) is str and type(v) is str for k, v in meta.items()):
+            clean_meta.append(dict(meta))
+        else:
+            raise item_error(InvalidArgument, i, "metadata must map strings to strings")
+    x = check_vectors(vectors, len(ids), spec)
+    return ids, x, list(labels), clean_meta
+
+
+def check_search(
+    spec: CollectionSpec,
+    queries: object,
+    k: object,
+    labels: object,
+    exclude: object,
+    nprobe: object,
+    ef_search: object,
+) -> tuple[np.ndarray, set[str] | None, list[str | None] | None]:
+    """(queries float32 [q, dim], the label set, the per-query excluded ids) or InvalidArgument."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise InvalidArgument(f"k must be in 1..{MAX_K}, got {k!r}")
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise InvalidArgument(f"{name} must be an integer >= 0, got {value!r}")
+    n = len(queries) if hasattr(queries, "__len__") else -1
+    x = check_vectors(queries, n, spec, noun="query")
+    label_set = None
+    if labels is not None:
+        if isinstance(labels, str) or not isinstance(labels, Iterable):
+            raise InvalidArgument("labels must be a set of strings")
+        label_set = set(labels)
+        if not all(isinstance(label, str) for label in label_set):
+            raise InvalidArgument("labels must be a set of strings")
+    if exclude is not None:
+        if isinstance(exclude, str) or not isinstance(exclude, Sequence) or len(exclude) != len(x):
+            raise InvalidArgument(f"exclude must be a list with one id or None per query ({len(x)})")
+        exclude = list(exclude)
+    return x, label_set, exclude  # type: ignore[return-value]

@@ -1,0 +1,238 @@
+"""Dynamic batching: coalescing, splitting, deadlines, cancellation, failures, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from embedserve.errors import DeadlineExceeded, EmbedServeError, InvalidArgument, Unavailable
+from embedserve.models import Batcher
+
+
+def rows(items: list) -> np.ndarray:
+    """Item (request, position) → row [request, position]: each caller can check its own rows."""
+    return np.array(items, dtype=np.float32).reshape(len(items), 2)
+
+
+class Recorder:
+    """A run_batch that records what it saw and can be held (to keep the worker busy)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def __call__(self, items: list) -> np.ndarray:
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(5)
+        self.seen.extend(items)
+        return rows(items)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def batcher(run_batch, pool, **kwargs) -> Batcher:
+    options = {"max_batch_size": 8, "max_delay_ms": 5.0, "executor": pool, "name": "test"}
+    return Batcher(run_batch, **(options | kwargs))
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def test_concurrent_submits_are_coalesced_and_get_their_own_rows(pool) -> None:
+    sizes: list[int] = []
+    b = batcher(rows, pool, on_batch=sizes.append)
+
+    async def main() -> None:
+        b.start()
+        requests = [[(r, j) for j in range(1 + r % 7)] for r in range(50)]
+        results = await asyncio.gather(*(b.submit(items) for items in requests))
+        for items, out in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(out, rows(items))
+        await b.stop()
+        assert sum(sizes) == sum(len(items) for items in requests)
+        assert max(sizes) <= 8 and max(sizes) > 1
+        assert len(sizes) < 50  # coalesced, not one batch per request
+
+    asyncio.run(main())
+
+
+def test_oversized_request_is_split_and_reassembled(pool) -> None:
+    sizes: list[int] = []
+    b = batcher(rows, pool, max_batch_size=4, on_batch=sizes.append)
+
+    async def main() -> None:
+        b.start()
+        items = [(7, j) for j in range(10)]
+        np.testing.assert_array_equal(await b.submit(items), rows(items))
+        await b.stop()
+
+    asyncio.run(main())
+    assert sizes == [4, 4, 2]
+
+
+def test_expired_request_is_not_computed(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_delay_ms=0)
+
+    async def main() -> None:
+        b.start()
+        run.release.clear()
+        busy = asyncio.ensure_future(b.submit([(0, 0)]))
+        await wait_for(run.entered.is_set)  # the worker is stuck in the first batch
+        late = asyncio.ensure_future(b.submit([(1, 0), (1, 1)], deadline=time.monotonic() + 0.02))
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded while queued"):
+            await late  # fails at its deadline, while the first batch still runs
+        assert not busy.done()
+        assert b.queue_depth == 0
+        run.release.set()
+        await busy
+        np.testing.assert_array_equal(await b.submit([(2, 0)]), rows([(2, 0)]))
+        await b.stop()
+
+    asyncio.run(main())
+    assert (1, 0) not in run.seen and (1, 1) not in run.seen
+
+
+def test_past_deadline_is_refused_at_once(pool) -> None:
+    b = batcher(rows, pool)
+
+    async def main() -> None:
+        b.start()
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([(0, 0)], deadline=time.monotonic() - 1)
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_cancelled_submit_leaves_the_queue(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_delay_ms=0)
+
+    async def main() -> None:
+        b.start()
+        run.release.clear()
+        busy = asyncio.ensure_future(b.submit([(0, 0)]))
+        await wait_for(run.entered.is_set)
+        gone = asyncio.ensure_future(b.submit([(1, 0), (1, 1), (1, 2)]))
+        await wait_for(lambda: b.queue_depth == 3)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert b.queue_depth == 0
+        run.release.set()
+        await busy
+        await b.stop()
+
+    asyncio.run(main())
+    assert run.seen == [(0, 0)]
+
+
+def test_failing_batch_fails_only_its_requests(pool) -> None:
+    def flaky(items: list) -> np.ndarray:
+        if any(item[0] == "boom" for item in items):
+            raise ValueError("kaput")
+        if any(item[0] == "typed" for item in items):
+            raise InvalidArgument("item 0: typed error")
+        return rows(items)
+
+    b = batcher(flaky, pool, max_delay_ms=0)
+
+    async def main() -> None:
+        b.start()
+        with pytest.raises(EmbedServeError, match="test: inference failed: ValueError: kaput") as info:
+            await b.submit([("boom", 0)])
+        assert type(info.value) is EmbedServeError
+        with pytest.raises(InvalidArgument, match="typed error"):
+            await b.submit([("typed", 0)])
+        np.testing.assert_array_equal(await b.submit([(3, 1)]), rows([(3, 1)]))
+        assert b.healthy
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_wrong_output_shape_is_an_error(pool) -> None:
+    b = batcher(lambda items: np.zeros((len(items) + 1, 4), np.float32), pool)
+
+    async def main() -> None:
+        b.start()
+        with pytest.raises(EmbedServeError, match=r"batch of 2 returned \(3, 4\)"):
+            await b.submit([(0, 0), (0, 1)])
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_stop_drains_then_refuses(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_batch_size=2, max_delay_ms=50)
+
+    async def main() -> None:
+        assert not b.healthy
+        b.start()
+        assert b.healthy
+        pending = [asyncio.ensure_future(b.submit([(r, 0), (r, 1), (r, 2)])) for r in range(5)]
+        await asyncio.sleep(0)
+        await b.stop()
+        assert all(task.done() and not task.exception() for task in pending)
+        assert not b.healthy
+        with pytest.raises(Unavailable):
+            await b.submit([(9, 0)])
+
+    asyncio.run(main())
+    assert len(run.seen) == 15
+
+
+def test_concurrent_batches(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_batch_size=1, max_delay_ms=0, max_concurrent_batches=2)
+
+    async def main() -> None:
+        b.start()
+        run.release.clear()
+        first = asyncio.ensure_future(b.submit([(0, 0)]))
+        second = asyncio.ensure_future(b.submit([(1, 0)]))
+        await wait_for(lambda: run.calls == 2)  # both batches are running at once
+        run.release.set()
+        await asyncio.gather(first, second)
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_dead_worker_fails_waiting_requests_and_reports_unhealthy(pool, monkeypatch) -> None:
+    b = batcher(rows, pool, max_delay_ms=0)
+
+    def broken_take():
+        raise RuntimeError("bug in batch forming")
+
+    monkeypatch.setattr(b, "_take", broken_take)  # stands in for any bug inside the worker loop
+
+    async def main() -> None:
+        b.start()
+        with pytest.raises(Unavailable, match="batch worker stopped"):
+            await b.submit([(0, 0)])
+        assert not b.healthy
+        with pytest.raises(Unavailable):
+            await b.submit([(1, 0)])
+
+    asyncio.run(main())

@@ -1,0 +1,138 @@
+"""SearchService.Search: exact against numpy for Flat, approximate recall, filters and errors."""
+
+import grpc
+import numpy as np
+import pytest
+
+from embedserve.client import ById, item
+from tests.conftest import random_images, status_of
+
+
+def clustered(n, dim=16, clusters=20, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)) * 4
+    assign = rng.integers(0, clusters, n)
+    return (centres[assign] + rng.standard_normal((n, dim))).astype(np.float32), assign
+
+
+def brute_force(base, queries, k, metric):
+    if metric == "cosine":
+        base = base / np.linalg.norm(base, axis=1, keepdims=True)
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    if metric == "l2":
+        d = ((queries[:, None, :] - base[None]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return order, np.take_along_axis(d, order, 1)
+    s = queries @ base.T
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(s, order, 1)
+
+
+def fill(client, name, vecs, labels=None, batch=500):
+    for j in range(0, len(vecs), batch):
+        client.upsert(
+            name,
+            [
+                item(f"id{i}", vector=vecs[i], label=None if labels is None else str(labels[i]))
+                for i in range(j, min(j + batch, len(vecs)))
+            ],
+        )
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_flat_search_is_exact(client, metric):
+    name = f"flat-{metric}"
+    client.create_collection(name, metric=metric)
+    base, _ = clustered(600, seed=1)
+    fill(client, name, base)
+    queries = np.random.default_rng(2).standard_normal((7, 16)).astype(np.float32)
+    results = client.search(name, list(queries), k=10)
+    order, scores = brute_force(base, queries, 10, metric)
+    for row, exp_ids, exp_scores in zip(results, order, scores):
+        assert [int(h.id[2:]) for h in row] == list(exp_ids)
+        np.testing.assert_allclose([h.score for h in row], exp_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_search_by_image_and_by_id(client):
+    client.create_collection("img-search")
+    images = random_images(30, seed=11)
+    client.upsert(
+        "img-search", [item(f"i{j}", image=b, metadata={"j": str(j)}) for j, b in enumerate(images)]
+    )
+    hits = client.search("img-search", [images[4]], k=3)[0]
+    assert hits[0].id == "i4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].metadata["j"] == "4"
+    by_id = client.search("img-search", [ById("i4")], k=3)[0]
+    assert [h.id for h in by_id] == [h.id for h in hits[1:]] + [by_id[-1].id]
+    assert "i4" not in [h.id for h in by_id]
+    no_meta = client.search("img-search", [images[4]], k=1, include_metadata=False)[0]
+    assert dict(no_meta[0].metadata) == {}
+
+
+def test_fewer_items_than_k(client):
+    client.create_collection("tiny-coll")
+    fill(client, "tiny-coll", np.eye(16, dtype=np.float32)[:3])
+    assert len(client.search("tiny-coll", [np.ones(16, np.float32)], k=10)[0]) == 3
+
+
+def test_label_filter(client):
+    client.create_collection("filtered")
+    base, assign = clustered(500, seed=3)
+    labels = assign % 3
+    fill(client, "filtered", base, labels)
+    hits = client.search("filtered", [base[0]], k=20, label_filter=["1"])[0]
+    assert len(hits) == 20 and {h.label for h in hits} == {"1"}
+    allowed = np.flatnonzero(labels == 1)
+    order, _ = brute_force(base[allowed], base[:1], 20, "cosine")
+    assert [h.id for h in hits] == [f"id{allowed[i]}" for i in order[0]]
+
+
+def test_approximate_default_hnsw_recall(client):
+    client.create_collection("hnsw", index_spec="HNSW32")
+    base, _ = clustered(5000, dim=16, clusters=50, seed=5)
+    fill(client, "hnsw", base, batch=1000)
+    queries, _ = clustered(100, dim=16, clusters=50, seed=5)
+    queries = queries + np.random.default_rng(6).standard_normal(queries.shape).astype(np.float32) * 0.1
+    results = client.search("hnsw", list(queries), k=10, ef_search=64)
+    order, _ = brute_force(base, queries, 10, "cosine")
+    recall = np.mean([len({int(h.id[2:]) for h in row} & set(exp)) / 10 for row, exp in zip(results, order)])
+    assert recall >= 0.95
+
+
+def test_ivf_trains_then_searches_with_nprobe(client):
+    client.create_collection("ivf", index_spec="IVF16,Flat", train_size=800)
+    base, _ = clustered(1500, seed=7)
+    fill(client, "ivf", base[:500])
+    assert not client.describe_collection("ivf").trained
+    exact = client.search("ivf", [base[0]], k=5)[0]  # untrained: exact search
+    assert exact[0].id == "id0"
+    fill(client, "ivf", base[500:])
+    assert client.describe_collection("ivf").trained
+    queries = base[:50] + 0.05
+    order, _ = brute_force(base, queries, 10, "cosine")
+    results = client.search("ivf", list(queries), k=10, nprobe=16)  # all lists: exact again
+    assert all([int(h.id[2:]) for h in row] == list(exp) for row, exp in zip(results, order))
+
+
+@pytest.mark.parametrize("k", [-1, 1025])
+def test_k_out_of_range(client, k):
+    client.create_collection(f"k-range{k}")
+    got, details = status_of(lambda: client.search(f"k-range{k}", [np.ones(16, np.float32)], k=k))
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and "k" in details
+
+
+def test_query_errors(client):
+    client.create_collection("q-errors")
+    fill(client, "q-errors", np.eye(16, dtype=np.float32)[:4])
+    good = np.ones(16, np.float32)
+    cases = [
+        ([good, np.ones(5, np.float32)], grpc.StatusCode.INVALID_ARGUMENT, "query 1"),
+        ([good, np.full(16, np.inf, np.float32)], grpc.StatusCode.INVALID_ARGUMENT, "query 1"),
+        ([good, good, ById("nope")], grpc.StatusCode.NOT_FOUND, "query 2"),
+        ([b"not an image"], grpc.StatusCode.INVALID_ARGUMENT, "query 0"),
+        ([], grpc.StatusCode.INVALID_ARGUMENT, "queries"),
+    ]
+    for queries, code, fragment in cases:
+        got, details = status_of(lambda queries=queries: client.search("q-errors", queries))
+        assert got == code and fragment in details, (queries, details)
+    assert len(client.search("q-errors", [good], k=2)[0]) == 2

@@ -1,0 +1,77 @@
+"""Bearer tokens and TLS on a real server."""
+
+import subprocess
+
+import grpc
+import pytest
+
+from embedserve.client import Client
+from tests.conftest import ServerThread, make_config, status_of
+
+
+@pytest.fixture(scope="module")
+def token_server(bundles, tmp_path_factory):
+    tokens = tmp_path_factory.mktemp("auth") / "tokens"
+    tokens.write_text("# one token per line\nsecret-one\nsecret-two\n")
+    srv = ServerThread(make_config(bundles, tmp_path_factory.mktemp("data"), auth_tokens_file=tokens))
+    yield srv
+    srv.stop()
+
+
+def test_missing_and_wrong_tokens_are_unauthenticated(token_server):
+    with token_server.client() as c:
+        got, details = status_of(c.list_models)
+        assert got == grpc.StatusCode.UNAUTHENTICATED and "missing" in details
+        got, _ = status_of(lambda: c.upsert_stream("x", [[]]))  # streaming RPCs too
+        assert got == grpc.StatusCode.UNAUTHENTICATED
+        assert c.health() == "SERVING"  # health stays open for probes
+    with token_server.client(token="wrong") as c:
+        got, details = status_of(c.list_models)
+        assert got == grpc.StatusCode.UNAUTHENTICATED and "invalid" in details
+
+
+def test_valid_tokens_work(token_server):
+    for token in ("secret-one", "secret-two"):
+        with token_server.client(token=token) as c:
+            assert len(c.list_models().models) == 3
+
+
+def _self_signed(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+def test_tls(bundles, tmp_path):
+    key, cert = _self_signed(tmp_path)
+    srv = ServerThread(make_config(bundles, tmp_path / "data", tls_cert=cert, tls_key=key))
+    try:
+        with Client(f"localhost:{srv.server.port}", tls_ca=cert) as c:
+            assert c.embed(["the cat"], model="tiny-text").shape == (1, 16)
+            assert len(c.list_models().models) == 3
+        with Client(f"localhost:{srv.server.port}", timeout=3) as plain:
+            got, _ = status_of(plain.list_models)
+            assert got == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop()

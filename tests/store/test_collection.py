@@ -1,0 +1,287 @@
+"""Collection behaviour through the public interface: writes, reads, validation, exact search, filters."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from embedserve.errors import AlreadyExists, InvalidArgument, NotFound
+from embedserve.store import CollectionSpec, Hit, StoredItem, UpsertResult
+from tests.store.conftest import brute_force, ids_for, random_vectors, spec, upsert_plain
+
+# --- round trip ------------------------------------------------------------------------------
+
+
+def test_upsert_get_replace_delete_round_trip(store):
+    c = store.create(spec(dim=4))
+    v = random_vectors(3, 4)
+    assert c.upsert(["a", "b", "c"], v, ["x", None, "y"], [{"k": "1"}, {}, {"k": "3"}]) == UpsertResult(3, 0)
+
+    items = c.get(["c", "a"], include_vector=True)
+    assert [i.id for i in items] == ["c", "a"]
+    assert items[0].label == "y" and items[0].metadata == {"k": "3"}
+    np.testing.assert_array_equal(items[1].vector, v[0])
+    assert c.get(["b"]) == [StoredItem(id="b", label=None, metadata={}, vector=None)]
+
+    # replace one, insert one
+    w = random_vectors(2, 4, seed=1)
+    assert c.upsert(["b", "d"], w, ["z", None], [{"n": "2"}, {}]) == UpsertResult(1, 1)
+    b = c.get(["b"], include_vector=True)[0]
+    assert (b.label, b.metadata) == ("z", {"n": "2"})
+    np.testing.assert_array_equal(b.vector, w[0])
+    np.testing.assert_array_equal(c.vectors_of(["d", "a"]), np.stack([w[1], v[0]]))
+    assert c.stats().count == 4 and c.stats().labelled_count == 3
+
+    assert c.delete(["a", "b"]) == 2
+    with pytest.raises(NotFound, match=r"item 0: id 'a' not found in collection 'c'"):
+        c.get(["a"])
+    assert c.delete(["a", "c"], allow_missing=True) == 1
+    assert c.stats().count == 1
+    assert [h.id for h in c.search(w[1:2], 5)[0]] == ["d"]
+
+
+def test_cosine_vectors_are_stored_normalised(store):
+    c = store.create(spec(dim=3, metric="cosine"))
+    upsert_plain(c, ["a"], np.array([[3.0, 0.0, 4.0]]))
+    np.testing.assert_allclose(c.vectors_of(["a"]), [[0.6, 0.0, 0.8]], rtol=1e-6)
+
+
+def test_returned_metadata_is_a_copy(store):
+    c = store.create(spec(dim=2))
+    meta = {"k": "v"}
+    upsert_plain(c, ["a"], np.ones((1, 2)), metadata=[meta])
+    meta["k"] = "changed"
+    got = c.get(["a"])[0].metadata
+    got["k"] = "changed too"
+    assert c.get(["a"])[0].metadata == {"k": "v"}
+
+
+def test_store_create_get_list_delete(store):
+    store.create(spec("b"))
+    store.create(spec("a"))
+    assert [c.spec.name for c in store.list()] == ["a", "b"]
+    assert store.get("a").spec.created_at > 0
+    with pytest.raises(AlreadyExists):
+        store.create(spec("a"))
+    old = store.get("a")
+    store.delete("a")
+    with pytest.raises(NotFound, match="collection 'a' not found"):
+        store.get("a")
+    with pytest.raises(NotFound):
+        old.search(np.ones((1, 8)), 1)
+    with pytest.raises(NotFound):
+        store.delete("a")
+    assert store.create(spec("a")).stats().count == 0  # the name is free again
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(name="has space"), "name"),
+        (dict(name=""), "name"),
+        (dict(name="x" * 65), "name"),
+        (dict(metric="hamming"), "metric"),
+        (dict(dim=0), "dim"),
+        (dict(index_spec="Bogus"), "could not parse index string Bogus"),
+        (dict(index_spec="IVF4,PQ3", dim=8), "multiple of the number of subquantizers"),
+        (dict(index_spec="IDMap,Flat"), "not supported"),
+        (dict(index_spec="IVF64,Flat", train_size=10), "below the 64 centroids"),
+    ],
+)
+def test_create_rejects_bad_specs(store, bad, match):
+    fields = dict(name="ok", model="m", dim=8, metric="l2", index_spec="Flat") | bad
+    with pytest.raises(InvalidArgument, match=match):
+        store.create(CollectionSpec(**fields))
+    assert store.list() == []
+    assert not any(store.data_dir.joinpath("collections").iterdir())
+
+
+def _bad_batches(dim: int):
+    ok = random_vectors(3, dim)
+    nan = ok.copy()
+    nan[2, 1] = np.nan
+    inf = ok.copy()
+    inf[1, 0] = np.inf
+    zero = ok.copy()
+    zero[1] = 0
+    ids = ["a", "b", "c"]
+    return [
+        (ids, ok[:, :3], r"item 0: vector has dimension 3, collection 'c' expects 4", "l2"),
+        (ids, [ok[0], ok[1, :3], ok[2]], r"item 1: vector has dimension 3, collection 'c' expects 4", "l2"),
+        (ids, nan, r"item 2: vector contains NaN or Inf", "l2"),
+        (ids, inf, r"item 1: vector contains NaN or Inf", "ip"),
+        (ids, zero, r"item 1: .*zero", "cosine"),
+        (["a", "", "c"], ok, r"item 1: id is empty", "l2"),
+        (["a", "b", "x" * 257], ok, r"item 2: id is 257 bytes", "l2"),
+        (["a", "b", "é" * 129], ok, r"item 2: id is 258 bytes", "l2"),
+        (["a", "b", "a"], ok, r"item 2: id 'a' also appears at item 0", "l2"),
+        (["a", "b"], ok, r"same length", "l2"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_bad_upsert_writes_nothing(store, case):
+    ids, vectors, match, metric = _bad_batches(4)[case]
+    c = store.create(spec(dim=4, metric=metric))
+    upsert_plain(c, ["keep"], np.ones((1, 4)))
+    n = len(ids)
+    with pytest.raises(InvalidArgument, match=match):
+        c.upsert(ids, vectors, [None] * n, [{}] * n)
+    assert c.stats().count == 1
+    with pytest.raises(NotFound):
+        c.get(["a"])
+    # and nothing reached the log: a reopened store has the same single item
+    store.close()
+    reopened = type(store)(store.data_dir)
+    assert reopened.get("c").stats().count == 1
+    reopened.close()
+
+
+def test_bad_labels_and_metadata(store):
+    c = store.create(spec(dim=2))
+    with pytest.raises(InvalidArgument, match="item 1: label"):
+        c.upsert(["a", "b"], np.ones((2, 2)), [None, 5], [{}, {}])
+    with pytest.raises(InvalidArgument, match="item 0: metadata"):
+        c.upsert(["a", "b"], np.ones((2, 2)), [None, None], [{"k": 1}, {}])
+    assert c.stats().count == 0
+
+
+def test_empty_batches_are_no_ops(store):
+    c = store.create(spec(dim=4))
+    assert c.upsert([], np.empty((0, 4), np.float32), [], []) == UpsertResult(0, 0)
+    assert c.delete([]) == 0
+    assert c.search(np.empty((0, 4)), 3) == []
+    assert c.search(np.ones((2, 4)), 3) == [[], []]
+
+
+def test_unknown_ids_are_not_found_with_their_index(store):
+    c = store.create(spec(dim=2))
+    upsert_plain(c, ["a", "b"], np.ones((2, 2)))
+    with pytest.raises(NotFound, match=r"item 2: id 'zz' not found in collection 'c'"):
+        c.vectors_of(["a", "b", "zz"])
+    with pytest.raises(NotFound, match=r"item 1: id 'zz'"):
+        c.delete(["a", "zz"])
+    assert c.stats().count == 2  # a failed delete deletes nothing
+
+
+def test_search_validation(store):
+    c = store.create(spec(dim=4))
+    upsert_plain(c, ["a"], np.ones((1, 4)))
+    q = np.ones((2, 4), np.float32)
+    for k in (0, 1025, -1):
+        with pytest.raises(InvalidArgument, match="k must be in 1..1024"):
+            c.search(q, k)
+    with pytest.raises(InvalidArgument, match=r"query 0: vector has dimension 3, collection 'c' expects 4"):
+        c.search(q[:, :3], 1)
+    bad = q.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(InvalidArgument, match=r"query 1: vector contains NaN or Inf"):
+        c.search(bad, 1)
+    with pytest.raises(InvalidArgument, match="exclude"):
+        c.search(q, 1, exclude=["a"])
+
+
+# --- exact search ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_flat_search_matches_brute_force(store, metric):
+    base, queries = random_vectors(500, 32, seed=1), random_vectors(25, 32, seed=2)
+    c = store.create(spec(dim=32, metric=metric))
+    ids = ids_for(500)
+    upsert_plain(c, ids, base)
+    want_scores, want_rows = brute_force(base, queries, 10, metric)
+    hits = c.search(queries, 10)
+    assert [[h.id for h in row] for row in hits] == [[ids[r] for r in row] for row in want_rows]
+    np.testing.assert_allclose([[h.score for h in row] for row in hits], want_scores, rtol=1e-4, atol=1e-4)
+    # fewer items than k: all of them, no padding
+    assert len(c.search(queries[:1], 1024)[0]) == 500
+
+
+def test_label_filter_labelled_only_and_exclude(store):
+    base = random_vectors(300, 16, seed=3)
+    labels = [("even" if i % 2 == 0 else "odd") if i % 3 else None for i in range(300)]
+    ids = ids_for(300)
+    c = store.create(spec(dim=16, metric="cosine"))
+    upsert_plain(c, ids, base, labels=labels)
+    queries = random_vectors(5, 16, seed=4)
+
+    allowed = [i for i in range(300) if labels[i] == "even"]
+    hits = c.search(queries, 20, labels={"even", "no-such-label"})
+    _, want = brute_force(base[allowed], queries, 20, "cosine")
+    assert [[h.id for h in row] for row in hits] == [[ids[allowed[r]] for r in row] for row in want]
+    assert all(h.label == "even" for row in hits for h in row)
+
+    hits = c.search(queries, 20, labelled_only=True)
+    assert all(len(row) == 20 and all(h.label is not None for h in row) for row in hits)
+    labelled = [i for i in range(300) if labels[i] is not None]
+    _, want = brute_force(base[labelled], queries, 20, "cosine")
+    assert [[h.id for h in row] for row in hits] == [[ids[labelled[r]] for r in row] for row in want]
+
+    assert c.search(queries, 5, labels={"no-such-label"}) == [[]] * 5
+
+    # exclude: search by the stored vector of an item leaves that item out and still returns k
+    q = c.vectors_of(["id7", "id8"])
+    plain = c.search(q, 10)
+    assert plain[0][0].id == "id7"
+    hits = c.search(q, 10, exclude=["id7", None])
+    assert [h.id for h in hits[0]] == [h.id for h in plain[0][1:]] + [hits[0][-1].id]
+    assert len(hits[0]) == 10 and "id7" not in [h.id for h in hits[0]]
+    assert hits[1] == plain[1]
+
+
+def test_deleted_and_replaced_items_never_come_back(store):
+    c = store.create(spec(dim=8, metric="l2"))
+    base = random_vectors(100, 8)
+    upsert_plain(c, ids_for(100), base)
+    c.delete(ids_for(10))  # 10 % tombstones: below the rebuild threshold
+    upsert_plain(c, ["id10"], base[50:51] + 100)  # replaced: old vector must not match any more
+    hits = c.search(base[:11], 100)
+    for row in hits:
+        got = [h.id for h in row]
+        assert len(got) == 90 and len(set(got)) == 90
+        assert not set(got) & set(ids_for(10))
+    assert c.search(base[10:11], 1)[0][0].id != "id10"
+
+
+def test_hits_carry_label_and_metadata(store):
+    c = store.create(spec(dim=2))
+    c.upsert(["a"], np.array([[1.0, 0.0]]), ["cat"], [{"src": "x"}])
+    assert c.search(np.array([[1.0, 0.0]]), 1) == [
+        [Hit(id="a", score=0.0, label="cat", metadata={"src": "x"})]
+    ]
+
+
+def test_concurrent_writers_and_readers(store):
+    """Many threads upserting (group commit) while others search: every write lands, no errors."""
+    c = store.create(spec(dim=8))
+    errors: list[BaseException] = []
+
+    def writer(t: int) -> None:
+        try:
+            for b in range(10):
+                upsert_plain(c, ids_for(20, b * 20, prefix=f"t{t}-"), random_vectors(20, 8, seed=t * 100 + b))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    def reader() -> None:
+        try:
+            for _ in range(30):
+                for row in c.search(random_vectors(4, 8), 5):
+                    assert len({h.id for h in row}) == len(row)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert c.stats().count == 6 * 200

@@ -1,0 +1,206 @@
+"""Acknowledged writes survive restarts and crashes; damaged log tails do not stop start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from embedserve.errors import NotFound
+from embedserve.store import Store
+from tests.store.conftest import ids_for, random_vectors, spec, upsert_plain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _content(collection, candidates: list[str] | None = None) -> dict:
+    """id -> (label, metadata, vector bytes) of every stored item among ``candidates``.
+
+    Goes through get(), not search: an HNSW graph need not reach every item.
+    """
+    out = {}
+    for item_id in candidates or [*ids_for(200), "a", "b", "new"]:
+        try:
+            item = collection.get([item_id], include_vector=True)[0]
+        except NotFound:
+            continue
+        out[item_id] = (item.label, item.metadata, item.vector.tobytes())
+    return out
+
+
+def _write_history(c) -> None:
+    """Upserts, a replace, deletes and a re-insert after delete: order matters on replay."""
+    base = random_vectors(60, 8, seed=11)
+    upsert_plain(
+        c,
+        ids_for(50),
+        base[:50],
+        labels=[str(i % 5) for i in range(50)],
+        metadata=[{"i": str(i)} for i in range(50)],
+    )
+    c.delete(ids_for(5))
+    upsert_plain(c, ["id7"], base[50:51], labels=["replaced"])
+    upsert_plain(c, ["id3"], base[51:52], labels=["back"])  # deleted above, inserted again
+    c.delete(["id8"])
+
+
+def test_reopen_after_close_has_same_content(data_dir):
+    s = Store(data_dir)
+    c = s.create(spec(dim=8, metric="cosine"))
+    _write_history(c)
+    before, stats = _content(c), c.stats()
+    s.close()
+    s.close()  # idempotent
+    c = Store(data_dir).get("c")
+    assert _content(c) == before
+    assert c.stats().count == stats.count and c.stats().labelled_count == stats.labelled_count
+    assert c.get(["id3"])[0].label == "back" and c.get(["id7"])[0].label == "replaced"
+    assert c.spec.created_at > 0 and c.spec.index_spec == "Flat"
+
+
+def test_crash_without_close_keeps_acknowledged_writes(data_dir):
+    s = Store(data_dir)
+    c = s.create(spec(dim=8))
+    _write_history(c)
+    ivf = s.create(spec("ivf", dim=8, index_spec="IVF4,Flat", train_size=40))
+    upsert_plain(ivf, ids_for(100), random_vectors(100, 8))
+    expected = _content(c)
+    # no close(): the first store is simply abandoned, as a killed process would leave it
+    s2 = Store(data_dir)
+    assert _content(s2.get("c")) == expected
+    assert s2.get("ivf").stats().trained and s2.get("ivf").stats().count == 100
+    assert "id8" not in expected and "id0" not in expected and "id3" in expected
+
+
+def test_torn_log_tail_is_dropped_and_earlier_writes_kept(data_dir):
+    s = Store(data_dir)
+    c = s.create(spec(dim=8))
+    upsert_plain(c, ids_for(10), random_vectors(10, 8))
+    first = _content(c)
+    wal = data_dir / "collections" / "c" / "wal.log"
+    good = wal.stat().st_size
+    upsert_plain(c, ids_for(10, 10), random_vectors(10, 8, seed=1))
+    whole = wal.read_bytes()
+
+    # crash 1: the second record was only half written
+    wal.write_bytes(whole[: good + (len(whole) - good) // 2])
+    c1 = Store(data_dir).get("c")
+    assert _content(c1) == first and wal.stat().st_size == good
+    upsert_plain(c1, ["new"], random_vectors(1, 8, seed=2))  # the cut log takes new records
+    expected = _content(c1)
+
+    # crash 2: junk after an intact log
+    with open(wal, "ab") as f:
+        f.write(b"\x00junk" * 10)
+    assert _content(Store(data_dir).get("c")) == expected
+
+
+def test_snapshot_then_writes_then_crash(data_dir):
+    s = Store(data_dir)
+    c = s.create(spec(dim=8, index_spec="HNSW8"))
+    upsert_plain(c, ids_for(40), random_vectors(40, 8))
+    c.snapshot()
+    coll_dir = data_dir / "collections" / "c"
+    assert (coll_dir / "wal.log").stat().st_size == 0
+    assert len(list(coll_dir.glob("snap-*"))) == 1
+    c.delete(ids_for(3))  # deletes of snapshotted items, after the snapshot
+    upsert_plain(c, ids_for(5, 40), random_vectors(5, 8, seed=2))
+    upsert_plain(c, ["id1"], random_vectors(1, 8, seed=3))  # back again
+    expected = _content(c)
+    c2 = Store(data_dir).get("c")  # crash: no close
+    assert _content(c2) == expected
+    assert "id0" not in expected and "id1" in expected and "id44" in expected
+
+
+def test_crash_between_snapshot_and_log_truncation_applies_nothing_twice(data_dir, caplog):
+    s = Store(data_dir)
+    c = s.create(spec(dim=8))
+    upsert_plain(c, ["a", "b"], random_vectors(2, 8))
+    c.delete(["a"])
+    wal = data_dir / "collections" / "c" / "wal.log"
+    old_log = wal.read_bytes()
+    c.snapshot()
+    wal.write_bytes(old_log)  # as if the crash came before the truncation
+    expected = _content(c)
+    with caplog.at_level(logging.INFO, logger="embedserve.store"):
+        c2 = Store(data_dir).get("c")
+    assert _content(c2) == expected and set(expected) == {"b"}
+    assert "0 log records replayed" in caplog.text
+
+
+def test_automatic_snapshot_when_log_grows(data_dir):
+    s = Store(data_dir, snapshot_wal_bytes=4096)
+    c = s.create(spec(dim=8))
+    for b in range(10):
+        upsert_plain(c, ids_for(20, b * 20), random_vectors(20, 8, seed=b))
+    coll_dir = data_dir / "collections" / "c"
+    (snap,) = coll_dir.glob("snap-*")
+    snap_bytes = sum(f.stat().st_size for f in snap.iterdir())
+    # the log may grow to half the last snapshot before the next one (bulk loads stay linear)
+    assert (coll_dir / "wal.log").stat().st_size <= max(4096, snap_bytes // 2)
+    expected = _content(c)
+    assert len(expected) == 200
+    assert _content(Store(data_dir).get("c")) == expected  # crash: no close
+
+
+def test_deleted_collection_stays_deleted(data_dir):
+    s = Store(data_dir)
+    upsert_plain(s.create(spec("gone", dim=4)), ["a"], np.ones((1, 4)))
+    s.create(spec("kept", dim=4))
+    s.delete("gone")
+    # leftovers of a crash mid-delete / mid-create are cleaned up, never loaded
+    (data_dir / "collections" / ".deleted-x-123").mkdir()
+    (data_dir / "collections" / ".creating-y-456").mkdir()
+    s2 = Store(data_dir)
+    assert [c.spec.name for c in s2.list()] == ["kept"]
+    assert sorted(p.name for p in (data_dir / "collections").iterdir()) == ["kept"]
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    import numpy as np
+    from embedserve.store import CollectionSpec, Store
+
+    store = Store(sys.argv[1], snapshot_wal_bytes=200_000)
+    c = store.create(CollectionSpec(name="k", model="m", dim=16, metric="l2"))
+    lock = threading.Lock()
+
+    def writer(t):
+        for b in range(10_000):
+            ids = [f"t{t}-b{b}-{i}" for i in range(50)]
+            c.upsert(ids, np.full((50, 16), b, np.float32), [None] * 50, [{}] * 50)
+            with lock:
+                print(f"{t} {b}", flush=True)
+
+    for t in range(4):
+        threading.Thread(target=writer, args=(t,), daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+def test_kill_9_loses_no_acknowledged_write(data_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(data_dir)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    acked = []
+    for line in proc.stdout:
+        acked.append(tuple(map(int, line.split())))
+        if len(acked) == 300:  # well past several automatic snapshots
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    acked += [tuple(map(int, line.split())) for line in proc.stdout.read().splitlines() if line.strip()]
+    proc.wait()
+    c = Store(data_dir).get("k")
+    for t, b in acked:
+        ids = [f"t{t}-b{b}-{i}" for i in range(50)]
+        np.testing.assert_array_equal(c.vectors_of(ids), np.full((50, 16), b, np.float32))
+    assert c.stats().count % 50 == 0 and c.stats().count >= 50 * len(acked)

@@ -1,0 +1,35 @@
+"""One typed config from flags > EMBEDSERVE_* env > TOML file > defaults."""
+
+from pathlib import Path
+
+import pytest
+
+from embedserve.config import ServerConfig, load_config
+
+
+def test_precedence(tmp_path):
+    toml = tmp_path / "embedserve.toml"
+    toml.write_text(
+        '[server]\nport = 6000\nmax_batch_size = 8\ndata = "/from/file"\nmodels = ["/m1", "/m2"]\n'
+    )
+    env = {"EMBEDSERVE_PORT": "7000", "EMBEDSERVE_DEVICE": "cpu", "EMBEDSERVE_AUTH_TOKENS": "a,b"}
+    cfg = load_config({"port": "8000", "host": None}, config_file=toml, environ=env)
+    assert cfg.port == 8000  # flag beats env beats file
+    assert cfg.device == "cpu"  # env
+    assert cfg.max_batch_size == 8 and cfg.data == Path("/from/file")  # file
+    assert cfg.models == (Path("/m1"), Path("/m2"))
+    assert cfg.tokens() == frozenset({"a", "b"})
+    assert cfg.host == ServerConfig().host  # default
+
+
+def test_config_file_from_env_and_errors(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("max_delay_ms = 5.5\n")
+    assert load_config(environ={"EMBEDSERVE_CONFIG": str(toml)}).max_delay_ms == 5.5
+    toml.write_text("no_such_setting = 1\n")
+    with pytest.raises(ValueError, match="no_such_setting"):
+        load_config(config_file=toml, environ={})
+    with pytest.raises(ValueError, match="device"):
+        load_config({"device": "tpu"}, environ={})
+    with pytest.raises(ValueError, match="together"):
+        load_config({"tls_cert": "/c.pem"}, environ={})
