@@ -131,7 +131,7 @@ def random_images(n: int, seed: int = 0, size: int = 8) -> list[bytes]:
     return [encode_image(rng.integers(0, 256, (size, size))) for _ in range(n)]
 
 
-def status_of(call) -> grpc.StatusCode:
+def status_of(call) -> tuple:
     """Run ``call`` expecting a grpc.RpcError; return (code, details)."""
     import grpc
 
