@@ -28,12 +28,13 @@ def brute_force(base, queries, k, metric):
     return order, np.take_along_axis(s, order, 1)
 
 
-def fill(client, name, vecs, labels=None, batch=500):
+def fill(client, name, vecs, labels=None, batch=500, first=0):
+    """Upsert rows as ids id{first}, id{first+1}, ..."""
     for j in range(0, len(vecs), batch):
         client.upsert(
             name,
             [
-                item(f"id{i}", vector=vecs[i], label=None if labels is None else str(labels[i]))
+                item(f"id{first + i}", vector=vecs[i], label=None if labels is None else str(labels[i]))
                 for i in range(j, min(j + batch, len(vecs)))
             ],
         )
@@ -106,7 +107,7 @@ def test_ivf_trains_then_searches_with_nprobe(client):
     assert not client.describe_collection("ivf").trained
     exact = client.search("ivf", [base[0]], k=5)[0]  # untrained: exact search
     assert exact[0].id == "id0"
-    fill(client, "ivf", base[500:])
+    fill(client, "ivf", base[500:], first=500)
     assert client.describe_collection("ivf").trained
     queries = base[:50] + 0.05
     order, _ = brute_force(base, queries, 10, "cosine")

@@ -54,10 +54,12 @@ def test_reopen_after_close_has_same_content(data_dir):
     s = Store(data_dir)
     c = s.create(spec(dim=8, metric="cosine"))
     _write_history(c)
-    before, stats = _content(c), c.stats()
+    before, stats, created = _content(c), c.stats(), c.spec
     s.close()
     s.close()  # idempotent
+    assert (data_dir / "collections" / "c" / "wal.log").stat().st_size == 0  # close flushed a snapshot
     c = Store(data_dir).get("c")
+    assert c.spec == created
     assert _content(c) == before
     assert c.stats().count == stats.count and c.stats().labelled_count == stats.labelled_count
     assert c.get(["id3"])[0].label == "back" and c.get(["id7"])[0].label == "replaced"

@@ -94,10 +94,11 @@ def test_group_commit_shares_fsyncs(tmp_path, monkeypatch):
 
     calls = []
     real = wal_module.os.fdatasync
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def slow_fdatasync(fd):
         calls.append(fd)
+        started.set()
         gate.wait(5)
         real(fd)
 
@@ -105,8 +106,7 @@ def test_group_commit_shares_fsyncs(tmp_path, monkeypatch):
     wal = WriteAheadLog(tmp_path / "wal.log")
     first = threading.Thread(target=lambda: wal.sync(wal.append(_upsert(1))))
     first.start()
-    while not calls:  # the first fsync is in progress; now ten more writers append and wait
-        pass
+    assert started.wait(5)  # the first fsync is in progress; now ten more writers append and wait
     tickets = [wal.append(_upsert(i)) for i in range(2, 12)]
     waiters = [threading.Thread(target=wal.sync, args=(t,)) for t in tickets]
     for t in waiters:
