@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -19,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -106,7 +106,7 @@ def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:
     return out
 
 
-def start_server(models: Path, data: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(models: Path, data: Path, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     cmd = [
         sys.executable,
         "-m",
@@ -125,6 +125,7 @@ def start_server(models: Path, data: Path, threads: int) -> tuple[subprocess.Pop
     ]
     if threads:
         cmd += ["--intra-op-threads", str(threads)]
+    cmd += extra
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
@@ -150,9 +151,14 @@ def rate(fn, n_items: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def concurrent_rate(make_call, clients: int, n_items: int, seconds: float) -> float:
-    def worker(_):
-        call = make_call()
+def _client_worker(args) -> tuple[int, float]:
+    """One client process: repeat one call for ``seconds``; (items done, elapsed)."""
+    target, kind, payload, n_items, seconds = args
+    with Client(target) as c:
+        if kind == "embed":
+            call = lambda: c.embed(payload)  # noqa: E731
+        else:
+            call = lambda: c.search(kind, payload, k=10, include_metadata=False)  # noqa: E731
         call()
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -160,8 +166,12 @@ def concurrent_rate(make_call, clients: int, n_items: int, seconds: float) -> fl
             done += n_items
         return done, time.perf_counter() - start
 
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(worker, range(clients)))
+
+def concurrent_rate(target: str, kind: str, payload: list, clients: int, seconds: float) -> float:
+    """Items/s over ``clients`` client processes (separate processes: no shared GIL on the client side)."""
+    jobs = [(target, kind, payload, len(payload), seconds)] * clients
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        results = pool.map(_client_worker, jobs)
     return sum(d for d, _ in results) / max(t for _, t in results)
 
 
@@ -194,12 +204,7 @@ def bench_embed(target: str, bundle: Path, seconds: float, threads: int) -> list
     best = raw[best_bs]
     rows.append((f"raw ORT best (batch {best_bs})", best))
     for clients, per_request in ((1, 1), (16, 1), (1, 32), (16, 32)):
-
-        def make_call(per_request=per_request):
-            c = Client(target)
-            return lambda: c.embed(images[:per_request])
-
-        r = concurrent_rate(make_call, clients, per_request, seconds)
+        r = concurrent_rate(target, "embed", images[:per_request], clients, seconds)
         rows.append((f"gRPC Embed {clients:>2} client(s) x {per_request:>2} img/request", r, r / best))
     return rows
 
@@ -227,13 +232,7 @@ def bench_search(target: str, model: str, dim: int, n: int, seconds: float) -> l
         q = queries[:nq]
         raw = rate(lambda q=q: index.search(q, 10), nq, seconds)
         rows.append((f"raw FAISS Flat search, {nq} query/call", raw))
-
-        def make_call(q=q):
-            c = Client(target)
-            qs = list(q)
-            return lambda: c.search("bench-flat", qs, k=10, include_metadata=False)
-
-        served = concurrent_rate(make_call, 1, nq, seconds)
+        served = concurrent_rate(target, "bench-flat", list(q), 1, seconds)
         rows.append((f"gRPC Search Flat, {nq} query/request", served, served / raw))
     return rows
 
@@ -250,11 +249,14 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime intra-op threads, both sides (0 = ORT default)"
     )
+    parser.add_argument("--max-delay-ms", type=float, help="server batcher delay (default: the server's)")
+    parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args()
+    extra = [] if args.max_delay_ms is None else ["--max-delay-ms", str(args.max_delay_ms)]
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.models or build_cnn_bundle(Path(tmp) / "models")
         manifest = load_manifest(bundle)
-        proc, target = start_server(bundle, Path(tmp) / "data", args.threads)
+        proc, target = start_server(bundle, Path(tmp) / "data", args.threads, extra)
         try:
             with Client(target) as c:
                 c.wait_ready()
@@ -263,7 +265,8 @@ def main() -> int:
                 f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, faiss {faiss.__version__}"
             )
             rows = bench_embed(target, bundle, args.seconds, args.threads)
-            rows += bench_search(target, manifest.name, manifest.dim, args.vectors, args.seconds)
+            if not args.skip_search:
+                rows += bench_search(target, manifest.name, manifest.dim, args.vectors, args.seconds)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

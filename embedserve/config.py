@@ -33,7 +33,7 @@ class ServerConfig:
     data: Path = Path("./embedserve-data")
     device: str = "auto"  # auto | cpu | cuda: ONNX Runtime provider and FAISS GPU
     max_batch_size: int = 32
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = 0.0  # 0: batch whatever queued while the previous batch ran (no added latency)
     max_message_bytes: int = 64 << 20
     max_image_bytes: int = 20 << 20
     max_image_pixels: int = 40_000_000

@@ -29,6 +29,7 @@ from embedserve.models.text import TextPreprocessor, pool_tokens
 log = logging.getLogger("embedserve.models")
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+IMAGE_CHUNK = 8  # images decoded per executor task
 
 
 @dataclass(frozen=True)
@@ -221,14 +222,32 @@ class Model:
                 return ids, (empty[0], item_error(InvalidArgument, empty[0], "text has no tokens"))
             return ids, None
         assert isinstance(pre, ImagePreprocessor)
-        jobs = [loop.run_in_executor(self._decode, pre.preprocess, inputs[i].data, i) for i in indices]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for i, result in zip(indices, results, strict=True):
-            if isinstance(result, EmbedServeError):
-                return [], (i, result)
-            if isinstance(result, BaseException):
-                raise result
-        return results, None
+        # a few chunks, not a task per image: each executor hop costs more than a small decode
+        chunks = [indices[j : j + IMAGE_CHUNK] for j in range(0, len(indices), IMAGE_CHUNK)]
+        jobs = [
+            loop.run_in_executor(self._decode, _preprocess_images, pre, [inputs[i].data for i in chunk], chunk)
+            for chunk in chunks
+        ]
+        arrays: list[np.ndarray] = []
+        for result in await asyncio.gather(*jobs):
+            chunk_arrays, error = result
+            if error is not None:
+                return [], error
+            arrays.extend(chunk_arrays)
+        return arrays, None
+
+
+def _preprocess_images(
+    pre: ImagePreprocessor, datas: list[bytes], indices: list[int]
+) -> tuple[list[np.ndarray], tuple[int, EmbedServeError] | None]:
+    """Decode one chunk of images; stop at the first bad one and return it as (index, error)."""
+    out = []
+    for data, i in zip(datas, indices, strict=True):
+        try:
+            out.append(pre.preprocess(data, i))
+        except EmbedServeError as err:
+            return [], (i, err)
+    return out, None
 
 
 async def _all(aws: list[Awaitable[Any]]) -> list[Any]:

@@ -66,6 +66,9 @@ class TowerSession:
         self.output_rank = output_rank
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's idle threads spin by default: in a server they burn the cores that decode and gRPC need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
         try:

@@ -23,6 +23,7 @@ from embedserve.server.index import IndexService
 from embedserve.server.metrics import Metrics
 from embedserve.server.search import SearchService
 from embedserve.store import Store
+from embedserve.store.gpu import gpu_available
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
@@ -53,7 +54,9 @@ class EmbedServer:
         self.registry = ModelRegistry(
             options, self.decode_executor, self.infer_executor, on_batch=self.metrics.observe_batch
         )
-        use_gpu = config.device in ("auto", "cuda")
+        # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
+        use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
+        log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
         self.store = Store(config.data, use_gpu=use_gpu, snapshot_wal_bytes=config.snapshot_wal_bytes)
         self.parts = Parts(
             config=config,
@@ -124,11 +127,6 @@ class EmbedServer:
             self.registry.default_name = self.config.default_model
         self.registry.start()
         await loop.run_in_executor(None, self.store.open)
-        for model in self.registry.list():
-            for modality, tower in model.towers.items():
-                log.info(
-                    "model %s %s tower on %s", model.manifest.name, modality, tower.session.execution_provider
-                )
         self.metrics.add_gauges(self._queue_depths, self._collection_sizes)
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)

@@ -20,6 +20,16 @@ log = logging.getLogger("embedserve.store")
 MAX_GPU_K = 2048
 
 
+def gpu_available() -> bool:
+    """True when this FAISS build has GPU support and sees at least one GPU."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        return False
+    try:
+        return faiss.get_num_gpus() > 0
+    except RuntimeError:
+        return False
+
+
 class GpuContext:
     """One StandardGpuResources for the store. GPU resources are not thread-safe, so one lock guards them."""
 
