@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from embedserve.client import Client, item  # noqa: E402
 from embedserve.models.bundle import load_manifest  # noqa: E402
 from embedserve.models.image import ImagePreprocessor  # noqa: E402
+from embedserve.store.index import tune_faiss  # noqa: E402
 
 
 def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:
@@ -226,6 +227,7 @@ def bench_search(target: str, model: str, dim: int, n: int, seconds: float) -> l
         c.upsert_stream("bench-flat", batches)
         upsert_rate = n / (time.perf_counter() - t0)
     rows.append((f"gRPC UpsertStream raw vectors ({n} x {dim})", upsert_rate))
+    tune_faiss(1)  # the server's settings (faiss_threads=1, BLAS from 20 queries): same FAISS both sides
     index = faiss.IndexFlatIP(dim)
     index.add(base)
     for nq in (1, 64):

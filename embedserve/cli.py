@@ -51,9 +51,14 @@ def _serve(args) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from embedserve.errors import EmbedServeError
     from embedserve.server.app import serve
 
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except (RuntimeError, EmbedServeError, ValueError) as err:  # bad bundle, device, default model
+        logging.getLogger("embedserve").error("cannot start: %s", err)
+        return 2
     return 0
 
 

@@ -40,6 +40,7 @@ class ServerConfig:
     decode_threads: int = 0  # 0 = os.cpu_count()
     search_threads: int = 0  # 0 = os.cpu_count()
     intra_op_threads: int = 0  # ONNX Runtime threads per session; 0 = its default
+    faiss_threads: int = 1  # OpenMP threads per FAISS call; requests already run in parallel (search_threads)
     snapshot_wal_bytes: int = 64 << 20
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -39,7 +39,11 @@ def main() -> None:
     x = x.reshape(-1, 8, 8)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=500, random_state=0, stratify=y)
     rng = np.random.default_rng(0)
-    labelled = {int(i) for c in range(10) for i in rng.choice(np.flatnonzero(y_train == c), args.labels_per_class, replace=False)}
+    labelled = {
+        int(i)
+        for c in range(10)
+        for i in rng.choice(np.flatnonzero(y_train == c), args.labels_per_class, replace=False)
+    }
 
     with Client(args.target) as client:
         client.wait_ready()
@@ -52,12 +56,19 @@ def main() -> None:
                 raise
         # every training image goes in; only a few per class carry a label
         items = [
-            item(f"train-{i}", image=png(d), label=str(y_train[i]) if i in labelled else None, metadata={"split": "train"})
+            item(
+                f"train-{i}",
+                image=png(d),
+                label=str(y_train[i]) if i in labelled else None,
+                metadata={"split": "train"},
+            )
             for i, d in enumerate(x_train)
         ]
         reply = client.upsert_stream(args.collection, (items[j : j + 256] for j in range(0, len(items), 256)))
         info = client.describe_collection(args.collection)
-        print(f"upserted {reply.upserted} images; collection has {info.count} items, {info.labelled_count} labelled")
+        print(
+            f"upserted {reply.upserted} images; collection has {info.count} items, {info.labelled_count} labelled"
+        )
 
         hits = client.search(args.collection, [png(x_test[0])], k=5)[0]
         print(f"search by image (a {y_test[0]}): " + ", ".join(f"{h.id} {h.score:.3f}" for h in hits))
@@ -66,8 +77,10 @@ def main() -> None:
 
         results = client.classify([png(d) for d in x_test], collection=args.collection)
         predicted = np.array([int(r.label) for r in results])
-        print(f"k-NN with {args.labels_per_class} labels/class on {len(x_test)} test digits: "
-              f"accuracy {np.mean(predicted == y_test):.1%}")
+        print(
+            f"k-NN with {args.labels_per_class} labels/class on {len(x_test)} test digits: "
+            f"accuracy {np.mean(predicted == y_test):.1%}"
+        )
         r = results[0]
         print(f"test digit 0 (a {y_test[0]}): predicted {r.label} with p={r.confidence:.2f}")
 

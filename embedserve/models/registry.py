@@ -225,7 +225,9 @@ class Model:
         # a few chunks, not a task per image: each executor hop costs more than a small decode
         chunks = [indices[j : j + IMAGE_CHUNK] for j in range(0, len(indices), IMAGE_CHUNK)]
         jobs = [
-            loop.run_in_executor(self._decode, _preprocess_images, pre, [inputs[i].data for i in chunk], chunk)
+            loop.run_in_executor(
+                self._decode, _preprocess_images, pre, [inputs[i].data for i in chunk], chunk
+            )
             for chunk in chunks
         ]
         arrays: list[np.ndarray] = []

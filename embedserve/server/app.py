@@ -24,6 +24,7 @@ from embedserve.server.metrics import Metrics
 from embedserve.server.search import SearchService
 from embedserve.store import Store
 from embedserve.store.gpu import gpu_available
+from embedserve.store.index import tune_faiss
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
@@ -54,6 +55,7 @@ class EmbedServer:
         self.registry = ModelRegistry(
             options, self.decode_executor, self.infer_executor, on_batch=self.metrics.observe_batch
         )
+        tune_faiss(config.faiss_threads)
         # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
         use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
         log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
@@ -119,14 +121,11 @@ class EmbedServer:
             self.port,
             "TLS" if self.config.tls_cert else "plaintext",
         )
-        loop = asyncio.get_running_loop()
-        bundles = [b for d in self.config.model_dirs() for b in discover_bundles(d)]
-        await loop.run_in_executor(None, self.registry.load, bundles)
-        if self.config.default_model:
-            self.registry.get(self.config.default_model)  # NotFound if it was not loaded
-            self.registry.default_name = self.config.default_model
-        self.registry.start()
-        await loop.run_in_executor(None, self.store.open)
+        try:
+            await self._load()
+        except BaseException:
+            await self._server.stop(0)  # a bad bundle or device: close the port, report, exit
+            raise
         self.metrics.add_gauges(self._queue_depths, self._collection_sizes)
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
@@ -134,6 +133,15 @@ class EmbedServer:
         self.parts.ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(self._watch_health())
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        bundles = [b for d in self.config.model_dirs() for b in discover_bundles(d)]
+        await loop.run_in_executor(None, self.registry.load, bundles)
+        if self.config.default_model:
+            self.registry.default_name = self.config.default_model  # NotFound if not loaded
+        self.registry.start()
+        await loop.run_in_executor(None, self.store.open)
 
     def _queue_depths(self):
         for model in self.registry.list():

@@ -286,3 +286,15 @@ class VectorIndex:
         if isinstance(core, faiss.IndexIVF):
             size += n * 8 + core.nlist * core.d * 4
         return int(size)
+
+
+def tune_faiss(threads: int) -> None:
+    """Process-wide FAISS settings for a server that runs many searches at once.
+
+    ``threads`` OpenMP threads per call: the store's thread pool already runs
+    requests in parallel, and nested OpenMP teams oversubscribe the cores.
+    Batches of 20+ queries go through BLAS (FAISS's default threshold, 128000,
+    keeps a 64-query batch on the slow per-query path: FACTS.md measured 7x).
+    """
+    faiss.omp_set_num_threads(max(1, threads))
+    faiss.cvar.distance_compute_blas_threshold = 20

@@ -20,7 +20,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_write(bundles, tmp_path):
     data = tmp_path / "data"
     proc, target = _server(bundles, data)
     acked: list[int] = []  # batch numbers the server acknowledged
-    deleted: list[int] = []    # deletes acknowledged
+    deleted: list[int] = []  # deletes acknowledged
     sent_deletes: list[int] = []  # deletes sent (the kill may land after the write, before the reply)
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((20000, 16)).astype(np.float32)
