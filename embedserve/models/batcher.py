@@ -119,6 +119,8 @@ class Batcher:
         self._stopping = True
         assert self._wakeup is not None
         self._wakeup.set()
+        if self._worker.done():
+            return  # it died earlier (reported by _on_worker_done); nothing to drain
         await asyncio.shield(self._worker)
 
     async def submit(self, items: list[Any], deadline: float | None = None) -> np.ndarray:

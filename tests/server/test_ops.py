@@ -113,3 +113,33 @@ def test_not_serving_until_ready(bundles, tmp_path):
         release.set()
         asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_broken_pipeline_turns_health_not_serving(bundles, tmp_path):
+    """If a tower's batch worker dies, health reports NOT_SERVING (and that tower answers UNAVAILABLE)."""
+    import time
+
+    srv = ServerThread(make_config(bundles, tmp_path / "data"))
+    try:
+        with srv.client() as c:
+            assert c.health() == "SERVING"
+            batcher = srv.server.registry.get("tiny-text").towers["text"].batcher
+            srv.loop.call_soon_threadsafe(batcher._worker.cancel)
+            deadline = time.monotonic() + 10
+            while c.health() != "NOT_SERVING" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert c.health() == "NOT_SERVING"
+            try:
+                c.embed(["the cat"], model="tiny-text")
+                raise AssertionError("expected UNAVAILABLE")
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE
+            assert c.embed([_png()], model="tiny-image").shape == (1, 16)
+    finally:
+        srv.stop()
+
+
+def _png():
+    from tests.conftest import random_images
+
+    return random_images(1)[0]
