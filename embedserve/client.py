@@ -1,4 +1,4 @@
-"""Python client for embedserve (synchronous). The CLI uses it too.
+"""Python clients for embedserve: ``Client`` (blocking; the CLI uses it) and ``AsyncClient`` (grpc.aio).
 
 >>> from embedserve.client import Client, item
 >>> with Client("127.0.0.1:50051") as c:
@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,118 +80,74 @@ def query(q: QueryLike) -> pb.Query:
     raise TypeError(f"cannot make a query of {type(q).__name__}")
 
 
-class Client:
-    """A connection to one server. Errors surface as ``grpc.RpcError`` with the server's status and message."""
+class _Api:
+    """Every RPC, defined once. ``_call(method, request, post)`` sends ``request`` and maps the
+    reply through ``post``: directly in :class:`Client`, as a coroutine in :class:`AsyncClient`."""
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        token: str | None = None,
-        tls_ca: Path | None = None,
-        tls: bool = False,
-        timeout: float | None = 300.0,
-        max_message_bytes: int = 64 << 20,
-    ) -> None:
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        if tls or tls_ca is not None:
-            root = tls_ca.read_bytes() if tls_ca is not None else None
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root), options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
+    def __init__(self, channel, timeout: float | None, token: str | None) -> None:
+        self.channel = channel
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.embedder = pb_grpc.EmbedServiceStub(self.channel)
-        self.collections = pb_grpc.CollectionServiceStub(self.channel)
-        self.index = pb_grpc.IndexServiceStub(self.channel)
-        self.searcher = pb_grpc.SearchServiceStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self.embedder = pb_grpc.EmbedServiceStub(channel)
+        self.collections = pb_grpc.CollectionServiceStub(channel)
+        self.index = pb_grpc.IndexServiceStub(channel)
+        self.searcher = pb_grpc.SearchServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
 
-    def _call(self, method, request):
-        return method(request, timeout=self.timeout, metadata=self._metadata)
+    def _call(self, method, request, post=lambda reply: reply):
+        raise NotImplementedError
 
-    # -- lifecycle
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server reports SERVING (models loaded)."""
-        import time
-
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                if self.health() == "SERVING":
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > end:
-                raise TimeoutError(f"server not SERVING after {timeout} s")
-            time.sleep(0.1)
-
-    def health(self, service: str = "") -> str:
-        reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    # -- health
+    def health(self, service: str = ""):
+        """ "SERVING" / "NOT_SERVING" / ... for the server ("") or one service."""
+        return self._call(
+            self._health.Check,
+            health_pb2.HealthCheckRequest(service=service),
+            lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status),
+        )
 
     # -- EmbedService
-    def embed(self, inputs: Sequence[bytes | str], model: str = "") -> np.ndarray:
+    def embed(self, inputs: Sequence[bytes | str], model: str = ""):
         """float32 [len(inputs), dim]: bytes are encoded images, str are texts."""
         msgs = [pb.Input(image=x) if isinstance(x, bytes) else pb.Input(text=x) for x in inputs]
-        reply = self._call(self.embedder.Embed, pb.EmbedRequest(model=model, inputs=msgs))
-        return from_tensor(reply.embeddings)
+        request = pb.EmbedRequest(model=model, inputs=msgs)
+        return self._call(self.embedder.Embed, request, lambda r: from_tensor(r.embeddings))
 
-    def list_models(self) -> pb.ListModelsResponse:
+    def list_models(self):
         return self._call(self.embedder.ListModels, pb.ListModelsRequest())
 
     # -- CollectionService
     def create_collection(
         self, name: str, *, model: str = "", metric: str = "", index_spec: str = "", train_size: int = 0
-    ) -> pb.CollectionInfo:
+    ):
         request = pb.CreateCollectionRequest(
             name=name, model=model, metric=metric, index_spec=index_spec, train_size=train_size
         )
         return self._call(self.collections.CreateCollection, request)
 
-    def list_collections(self) -> list[pb.CollectionInfo]:
-        return list(self._call(self.collections.ListCollections, pb.ListCollectionsRequest()).collections)
+    def list_collections(self):
+        request = pb.ListCollectionsRequest()
+        return self._call(self.collections.ListCollections, request, lambda r: list(r.collections))
 
-    def describe_collection(self, name: str) -> pb.CollectionInfo:
+    def describe_collection(self, name: str):
         return self._call(self.collections.DescribeCollection, pb.DescribeCollectionRequest(name=name))
 
-    def delete_collection(self, name: str) -> None:
-        self._call(self.collections.DeleteCollection, pb.DeleteCollectionRequest(name=name))
+    def delete_collection(self, name: str):
+        return self._call(
+            self.collections.DeleteCollection, pb.DeleteCollectionRequest(name=name), lambda r: None
+        )
 
     # -- IndexService
-    def upsert(self, collection: str, items: Iterable[pb.Item]) -> pb.UpsertResponse:
+    def upsert(self, collection: str, items: Iterable[pb.Item]):
         return self._call(self.index.Upsert, pb.UpsertRequest(collection=collection, items=list(items)))
 
-    def upsert_stream(self, collection: str, batches: Iterable[Iterable[pb.Item]]) -> pb.UpsertResponse:
-        """Client-streaming upsert for batch jobs: each batch is committed as it arrives."""
-
-        def requests() -> Iterator[pb.UpsertRequest]:
-            for batch in batches:
-                yield pb.UpsertRequest(collection=collection, items=list(batch))
-
-        return self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
-
-    def delete(self, collection: str, ids: Sequence[str], *, allow_missing: bool = False) -> int:
+    def delete(self, collection: str, ids: Sequence[str], *, allow_missing: bool = False):
         request = pb.DeleteRequest(collection=collection, ids=list(ids), allow_missing=allow_missing)
-        return self._call(self.index.Delete, request).deleted
+        return self._call(self.index.Delete, request, lambda r: r.deleted)
 
-    def get(
-        self, collection: str, ids: Sequence[str], *, include_vector: bool = False
-    ) -> list[pb.StoredItem]:
+    def get(self, collection: str, ids: Sequence[str], *, include_vector: bool = False):
         request = pb.GetRequest(collection=collection, ids=list(ids), include_vector=include_vector)
-        return list(self._call(self.index.Get, request).items)
+        return self._call(self.index.Get, request, lambda r: list(r.items))
 
     # -- SearchService
     def search(
@@ -203,7 +160,8 @@ class Client:
         nprobe: int = 0,
         ef_search: int = 0,
         include_metadata: bool = True,
-    ) -> list[list[pb.Hit]]:
+    ):
+        """Per query, its hits (best first)."""
         request = pb.SearchRequest(
             collection=collection,
             queries=[query(q) for q in queries],
@@ -212,7 +170,7 @@ class Client:
             params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
             include_metadata=include_metadata,
         )
-        return [list(r.hits) for r in self._call(self.searcher.Search, request).results]
+        return self._call(self.searcher.Search, request, lambda r: [list(q.hits) for q in r.results])
 
     def classify(
         self,
@@ -225,7 +183,7 @@ class Client:
         k: int = 0,
         temperature: float = 0.0,
         include_neighbors: bool = False,
-    ) -> list[pb.Classification]:
+    ):
         """k-NN vote against a collection's labelled items, or against ``support`` (example, label) pairs."""
         request = pb.ClassifyRequest(
             collection=collection,
@@ -237,4 +195,123 @@ class Client:
             temperature=temperature,
             include_neighbors=include_neighbors,
         )
-        return list(self._call(self.searcher.Classify, request).results)
+        return self._call(self.searcher.Classify, request, lambda r: list(r.results))
+
+
+def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+def _credentials(tls: bool, tls_ca: Path | None) -> grpc.ChannelCredentials | None:
+    if not tls and tls_ca is None:
+        return None
+    return grpc.ssl_channel_credentials(tls_ca.read_bytes() if tls_ca is not None else None)
+
+
+class Client(_Api):
+    """A blocking connection to one server. Errors surface as ``grpc.RpcError`` with the server's
+    status code and message."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
+        timeout: float | None = 300.0,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        creds, options = _credentials(tls, tls_ca), _channel_args(max_message_bytes)
+        if creds is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            channel = grpc.secure_channel(target, creds, options=options)
+        super().__init__(channel, timeout, token)
+
+    def _call(self, method, request, post=lambda reply: reply):
+        return post(method(request, timeout=self.timeout, metadata=self._metadata))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server reports SERVING (models loaded)."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health() == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"server not SERVING after {timeout} s")
+            time.sleep(0.1)
+
+    def upsert_stream(self, collection: str, batches: Iterable[Iterable[pb.Item]]) -> pb.UpsertResponse:
+        """Client-streaming upsert for batch jobs: each batch is committed as it arrives."""
+
+        def requests() -> Iterator[pb.UpsertRequest]:
+            for batch in batches:
+                yield pb.UpsertRequest(collection=collection, items=list(batch))
+
+        return self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
+
+
+class AsyncClient(_Api):
+    """The same API on ``grpc.aio``: every method is a coroutine.
+
+    >>> async with AsyncClient("127.0.0.1:50051") as c:
+    ...     vectors = await c.embed([png_bytes])
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
+        timeout: float | None = 300.0,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        creds, options = _credentials(tls, tls_ca), _channel_args(max_message_bytes)
+        if creds is None:
+            channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            channel = grpc.aio.secure_channel(target, creds, options=options)
+        super().__init__(channel, timeout, token)
+
+    async def _call(self, method, request, post=lambda reply: reply):
+        return post(await method(request, timeout=self.timeout, metadata=self._metadata))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def upsert_stream(self, collection: str, batches: AsyncIterable | Iterable) -> pb.UpsertResponse:
+        """Client-streaming upsert: ``batches`` yields lists of items (sync or async iterable)."""
+
+        async def requests():
+            if hasattr(batches, "__aiter__"):
+                async for batch in batches:
+                    yield pb.UpsertRequest(collection=collection, items=list(batch))
+            else:
+                for batch in batches:
+                    yield pb.UpsertRequest(collection=collection, items=list(batch))
+
+        return await self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
