@@ -69,8 +69,12 @@ class ServerConfig:
         """Bearer tokens accepted: those given directly plus one per line of the tokens file."""
         tokens = set(self.auth_tokens)
         if self.auth_tokens_file is not None:
-            lines = self.auth_tokens_file.read_text().splitlines()
-            tokens.update(t.strip() for t in lines if t.strip() and not t.startswith("#"))
+            lines = [line.strip() for line in self.auth_tokens_file.read_text().splitlines()]
+            from_file = {line for line in lines if line and not line.startswith("#")}
+            if not from_file:
+                # fail closed: a tokens file that yields no token must not mean "no auth"
+                raise ValueError(f"auth_tokens_file {self.auth_tokens_file} holds no token")
+            tokens |= from_file
         return frozenset(tokens)
 
 

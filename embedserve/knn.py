@@ -43,6 +43,9 @@ def knn_vote(sims: np.ndarray, labels: list[str], temperature: float) -> Vote:
     return Vote(probs[0][0], probs[0][1], probs)
 
 
+SCORE_BLOCK = 1 << 22  # score-matrix entries computed at once (16 MiB of float32)
+
+
 def support_neighbours(
     queries: np.ndarray, support: np.ndarray, k: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +54,28 @@ def support_neighbours(
     ``queries`` float32 [Q, D], ``support`` float32 [S, D] (normalised already for
     cosine). Returns (scores [Q, k'], indices [Q, k']) with k' = min(k, S);
     scores are similarities for cosine/ip and squared distances for l2.
+    Queries go in blocks so the [block, S] score matrix stays ~16 MiB; top-k is
+    an argpartition, then a sort of k' entries only.
     """
-    k = min(k, support.shape[0])
-    if metric == "l2":
-        scores = (queries**2).sum(1, keepdims=True) - 2.0 * queries @ support.T + (support**2).sum(1)[None, :]
-        scores = np.maximum(scores, 0.0)
-        order = np.argsort(scores, axis=1, kind="stable")[:, :k]
-    else:
-        scores = queries @ support.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1), order
+    n_q, n_s = queries.shape[0], support.shape[0]
+    k = min(k, n_s)
+    out_scores = np.empty((n_q, k), dtype=np.float32)
+    out_index = np.empty((n_q, k), dtype=np.int64)
+    block = max(1, SCORE_BLOCK // max(n_s, 1))
+    support_sq = (support**2).sum(1) if metric == "l2" else None
+    for start in range(0, n_q, block):
+        q = queries[start : start + block]
+        if metric == "l2":
+            scores = np.maximum((q**2).sum(1, keepdims=True) - 2.0 * (q @ support.T) + support_sq, 0.0)
+            key = scores
+        else:
+            scores = q @ support.T
+            key = -scores
+        top = np.argpartition(key, k - 1, axis=1)[:, :k] if k < n_s else np.tile(np.arange(n_s), (len(q), 1))
+        order = np.take_along_axis(top, np.argsort(np.take_along_axis(key, top, 1), axis=1, kind="stable"), 1)
+        out_index[start : start + len(q)] = order
+        out_scores[start : start + len(q)] = np.take_along_axis(scores, order, 1)
+    return out_scores, out_index
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -33,3 +33,13 @@ def test_config_file_from_env_and_errors(tmp_path):
         load_config({"device": "tpu"}, environ={})
     with pytest.raises(ValueError, match="together"):
         load_config({"tls_cert": "/c.pem"}, environ={})
+
+
+def test_empty_tokens_file_fails_closed(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# nobody yet\n   \n")
+    cfg = load_config({"auth_tokens_file": str(tokens)}, environ={})
+    with pytest.raises(ValueError, match="no token"):
+        cfg.tokens()
+    tokens.write_text("  # comment\n  tok-1  \n")
+    assert cfg.tokens() == frozenset({"tok-1"})

@@ -42,7 +42,8 @@ class EmbedServer:
         cpus = os.cpu_count() or 2
         self.decode_executor = ThreadPoolExecutor(config.decode_threads or cpus, thread_name_prefix="decode")
         self.infer_executor = ThreadPoolExecutor(2, thread_name_prefix="infer")
-        self.store_executor = ThreadPoolExecutor(config.search_threads or cpus, thread_name_prefix="store")
+        self.store_executor = ThreadPoolExecutor(config.search_threads or cpus, thread_name_prefix="search")
+        self.write_executor = ThreadPoolExecutor(max(4, cpus), thread_name_prefix="write")
         self.metrics = Metrics()
         options = RuntimeOptions(
             device=config.device,
@@ -66,6 +67,7 @@ class EmbedServer:
             store=self.store,
             metrics=self.metrics,
             store_executor=self.store_executor,
+            write_executor=self.write_executor,
         )
         self.health = health.aio.HealthServicer()
         self.port: int = 0
@@ -183,7 +185,7 @@ class EmbedServer:
             await self._server.stop(grace)
         await self.registry.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
-        for executor in (self.decode_executor, self.infer_executor, self.store_executor):
+        for executor in (self.decode_executor, self.infer_executor, self.store_executor, self.write_executor):
             executor.shutdown(wait=True)
         log.info("stopped; store flushed")
 

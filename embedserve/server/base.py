@@ -28,14 +28,21 @@ class Parts:
     registry: ModelRegistry
     store: Store
     metrics: Metrics
-    store_executor: Executor
+    store_executor: Executor  # searches and reads
+    write_executor: (
+        Executor  # upserts, deletes, create/delete collection: waiting writers never starve searches
+    )
     ready: bool = False
     draining: bool = False
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     async def blocking(self, fn, *args):
-        """Run a blocking store call (FAISS, fsync) off the event loop."""
+        """Run a blocking read (FAISS search, lookups) off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.store_executor, fn, *args)
+
+    async def writing(self, fn, *args):
+        """Run a blocking write (WAL fsync, training, snapshot) in the write pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.write_executor, fn, *args)
 
     def model(self, name: str) -> Model:
         return self.registry.get(name)

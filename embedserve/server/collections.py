@@ -31,7 +31,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
             index_spec=request.index_spec or "Flat",
             train_size=request.train_size,
         )
-        collection = await self.parts.blocking(self.parts.store.create, spec)
+        collection = await self.parts.writing(self.parts.store.create, spec)
         return await self._info(collection)
 
     @rpc("ListCollections")
@@ -47,7 +47,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context
     ) -> pb.DeleteCollectionResponse:
-        await self.parts.blocking(self.parts.store.delete, request.name)
+        await self.parts.writing(self.parts.store.delete, request.name)
         return pb.DeleteCollectionResponse()
 
     async def _info(self, collection: Collection) -> pb.CollectionInfo:

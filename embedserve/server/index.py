@@ -32,9 +32,7 @@ class IndexService(pb_grpc.IndexServiceServicer):
         )
         labels = [item.label if item.HasField("label") else None for item in items]
         metadata = [dict(item.metadata) for item in items]
-        result = await parts.blocking(
-            collection.upsert, [item.id for item in items], matrix, labels, metadata
-        )
+        result = await parts.writing(collection.upsert, [item.id for item in items], matrix, labels, metadata)
         parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
         return result
 
@@ -62,7 +60,7 @@ class IndexService(pb_grpc.IndexServiceServicer):
     @rpc("Delete")
     async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
         collection = self.parts.store.get(request.collection)
-        deleted = await self.parts.blocking(collection.delete, list(request.ids), request.allow_missing)
+        deleted = await self.parts.writing(collection.delete, list(request.ids), request.allow_missing)
         self.parts.metrics.items.labels(collection.spec.name, "delete").inc(deleted)
         return pb.DeleteResponse(deleted=deleted)
 

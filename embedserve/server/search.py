@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedserve import knn
-from embedserve.errors import InvalidArgument, item_error
+from embedserve.errors import InvalidArgument, ResourceExhausted, item_error
 from embedserve.server import vectors
 from embedserve.server.base import Parts, deadline_of, rpc
 from embedserve.server.convert import IdRef, query_content
@@ -15,6 +15,7 @@ from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
 MAX_K = 1024
 DEFAULT_SEARCH_K = 10
+MAX_SUPPORT_WORK = 2e10  # Q x S x D multiply-adds for one few-shot request (seconds of CPU, not minutes)
 
 
 def _k(value: int, default: int) -> int:
@@ -151,9 +152,14 @@ class SearchService(pb_grpc.SearchServiceServicer):
             bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
             if bad.size:
                 raise item_error(InvalidArgument, int(bad[0]), "vector contains NaN or Inf", noun=noun)
+        if len(query_vecs) * len(support_vecs) * dim > MAX_SUPPORT_WORK:
+            raise ResourceExhausted(
+                f"{len(queries)} queries x {len(support)} support examples x dim {dim} is over "
+                f"{MAX_SUPPORT_WORK:.0e} multiply-adds; index the support set in a collection instead"
+            )
         if metric == "cosine":
             support_vecs, query_vecs = knn.l2_normalize(support_vecs), knn.l2_normalize(query_vecs)
-        scores, order = knn.support_neighbours(query_vecs, support_vecs, k, metric)
+        scores, order = await self.parts.blocking(knn.support_neighbours, query_vecs, support_vecs, k, metric)
         labels = [ex.label for ex in request.support]
         hits = [
             [Hit(id=str(j), score=float(s), label=labels[j], metadata={}) for s, j in zip(srow, orow)]

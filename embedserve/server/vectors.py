@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -65,8 +64,3 @@ async def resolve(
         except EmbedServeError as err:
             raise readdress(err, to_lookup, noun) from None
     return out
-
-
-async def gather_blocking(executor, fn, *args):
-    """Run a blocking call in ``executor`` from the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

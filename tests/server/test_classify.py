@@ -114,3 +114,11 @@ def test_support_set_images(client):
 def test_classify_errors(client, kwargs, fragment):
     got, details = status_of(lambda: client.classify([np.ones(16, np.float32)], **kwargs))
     assert got == grpc.StatusCode.INVALID_ARGUMENT and fragment in details, details
+
+
+def test_support_set_too_large_is_resource_exhausted(client):
+    rng = np.random.default_rng(0)
+    support = [(v, "a") for v in rng.standard_normal((50_000, 16)).astype(np.float32)]
+    queries = list(rng.standard_normal((25_001, 16)).astype(np.float32))
+    got, details = status_of(lambda: client.classify(queries, support=support))
+    assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "collection" in details
