@@ -8,7 +8,8 @@ writes, fsyncs, index training/rebuilds and snapshot writes.
 
 A write: validate (no lock) -> under the writer mutex: append the log record,
 apply it in memory, maintain the index -> outside the mutex: fsync the log with
-group commit -> return. A batch that fails validation writes nothing. A write is
+group commit -> return. A batch that fails validation writes nothing; one whose
+in-memory apply fails is cut back out of the log (see ``_failing_apply``). A write is
 visible to concurrent searches a moment before its fsync completes, but it is
 only acknowledged to its caller after.
 """
@@ -186,7 +187,9 @@ class Collection:
 
         ``labels``: only items with one of these labels; ``labelled_only``: only items
         with a label; ``exclude[i]``: an id to leave out of query i's hits. Filters run
-        inside FAISS as IDSelectors; an excluded id costs one extra result (k + 1
+        exactly over the allowed rows when those are few, else inside FAISS as
+        IDSelectors with an exact redo of any query that comes back short (see
+        embedserve.store.index); an excluded id costs one extra result (k + 1
         fetched), which makes exactly k come back without a per-query selector.
         """
         x, label_set, exclude = check_search(self.spec, queries, k, labels, exclude, nprobe, ef_search)
@@ -246,9 +249,8 @@ class Collection:
                 else:
                     if table.n_dead:
                         rows = np.where((rows >= 0) & table.live[np.maximum(rows, 0)], rows, -1)
-                    return scores, rows
-        n_dead = None if filtered else table.n_dead
-        return self._index.search(x, k, mask, table.vectors, nprobe, ef, n_dead=n_dead)
+                    return self._index.fill_short(x, k, scores, rows, mask, table.vectors)
+        return self._index.search(x, k, mask, table.vectors, nprobe, ef, tombstones_only=not filtered)
 
     def _apply_upsert(
         self, ids: list[str], x: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
@@ -347,11 +349,21 @@ class Collection:
 
     @contextmanager
     def _failing_apply(self) -> Iterator[None]:
-        """A failure after the log record is written leaves memory and log out of step: refuse further
-        writes (the log is intact, so a restart recovers)."""
+        """Wraps applying a write whose log record was just appended.
+
+        A failure leaves memory possibly half-changed: refuse further writes until a
+        restart rebuilds memory from snapshot and log. The record is cut back out of
+        the log first (the write was not acknowledged), so the restart does not replay
+        a write that may fail again every time; if that cut fails, the log refuses
+        writes too and the record stays for the restart to try.
+        """
         try:
             yield
         except BaseException as exc:
+            try:
+                self._wal.drop_last()
+            except Exception:
+                log.exception("collection '%s': could not drop the unapplied log record", self.spec.name)
             self._broken = (
                 f"collection '{self.spec.name}' refuses writes after an internal error ({exc!r}); "
                 "restart to recover from its log"

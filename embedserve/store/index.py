@@ -2,10 +2,24 @@
 
 FAISS ids are the rows of the collection's ItemTable (0..n_rows-1, dead rows
 included), so ``index.ntotal == table.n_rows`` always holds and no id map is
-needed. Deleted rows stay in the index as tombstones that every search leaves
-out with an IDSelector; the collection rebuilds the index from its live rows
-when tombstones pile up. This one mechanism works for every index type,
-including those without ``remove_ids`` (HNSW).
+needed. Deleted rows stay in the index as tombstones that searches leave out;
+the collection rebuilds the index from its live rows when tombstones pile up.
+This works for every index type, including those without ``remove_ids`` (HNSW).
+
+Restricted searches (a label filter, ``labelled_only``, tombstones) return k
+hits whenever k rows qualify, by one rule (``VectorIndex.search``):
+
+* only tombstones to hide, and few of them (up to 1024 for exhaustive types such
+  as Flat, up to k for HNSW/IVF): the index is searched without a selector for
+  k + n_dead and dead rows are dropped; a selector would cost more than that;
+* at most max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * rows) rows allowed (2048 or
+  5 %): those rows are searched exactly (``faiss.knn`` over their vectors, with
+  the collection's metric), which is cheap at that size and more accurate than a
+  graph or inverted lists that hold few allowed rows near the query;
+* otherwise the index is searched with an IDSelector (types that take none
+  over-fetch past up to 1024 tombstones, or else search the allowed rows
+  exactly), and any query that still came back with fewer than k rows (an HNSW
+  walk or IVF probe that met too few allowed rows) is redone exactly.
 
 An index type that needs training (IVF, PQ, ...) starts as an exact IndexFlat
 with the same metric and is trained once ``train_size`` live vectors exist.
@@ -41,7 +55,10 @@ _SUPPORTED = (
     faiss.IndexFastScan,
     faiss.IndexAdditiveQuantizer,
 )
-_MAX_OVERFETCH = 1024  # tombstones an index without IDSelector support may over-fetch past
+_MAX_OVERFETCH = 1024  # tombstones an unfiltered search may over-fetch past instead of using a selector
+EXACT_MAX_ROWS = 2048  # a filter allowing at most max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * rows) rows ...
+EXACT_MAX_FRACTION = 0.05  # ... is searched exactly over those rows, not through the index
+_EXACT_CHUNK_BYTES = 32 << 20  # exact search copies the allowed vectors this many bytes at a time
 _CODEBOOK_RE = re.compile(r"(?:PQ|RQ|LSQ)\d+(?:x(\d+))?")
 
 
@@ -205,16 +222,118 @@ class VectorIndex:
         vectors: np.ndarray,
         nprobe: int = 0,
         ef_search: int = 0,
-        n_dead: int | None = None,
+        *,
+        tombstones_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of float32 queries [q, dim] among rows where ``mask`` (bool [n_rows]) is True, or all rows.
 
-        Returns (scores float32 [q, k], rows int64 [q, k]); -1 rows pad missing results.
-        For index types that take no IDSelector: when ``n_dead`` is given (``mask``
-        only hides that many tombstones) the index is asked for k + n_dead and the
-        dead rows are dropped; otherwise the allowed rows of ``vectors`` (float32
-        [n_rows, dim]) are searched exactly.
+        Returns (scores float32 [q, >= k], rows int64 [q, >= k]), best first; -1 rows
+        mark missing or left-out results (callers skip them). ``k`` must not exceed the
+        number of allowed rows, and every query gets k valid rows: see the module
+        docstring for how (exact search over ``vectors``, float32 [n_rows, dim], for small
+        allowed sets and for queries the index answered short). ``tombstones_only``:
+        ``mask`` hides nothing but dead rows, so the index may be searched without a
+        selector for k + n_dead and the dead rows dropped.
         """
+        if mask is None:
+            found = self._search_index(x, k, None, nprobe, ef_search)
+            assert found is not None
+            return self.fill_short(x, k, *found, None, vectors)
+        n_allowed = int(np.count_nonzero(mask))
+        n_dead = len(mask) - n_allowed if tombstones_only else None
+        if n_dead is not None and n_dead <= self._overfetch_limit(k):
+            return self._overfetch(x, k, n_dead, mask, vectors, nprobe, ef_search)
+        if n_allowed <= max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * len(mask)):
+            return self.exact(x, k, np.flatnonzero(mask), vectors)
+        found = self._search_index(x, k, mask, nprobe, ef_search)
+        if found is not None:
+            return self.fill_short(x, k, *found, mask, vectors)
+        # this index type takes no IDSelector
+        if n_dead is not None and n_dead <= _MAX_OVERFETCH:
+            return self._overfetch(x, k, n_dead, mask, vectors, nprobe, ef_search)
+        return self.exact(x, k, np.flatnonzero(mask), vectors)
+
+    def fill_short(
+        self,
+        x: np.ndarray,
+        k: int,
+        scores: np.ndarray,
+        rows: np.ndarray,
+        mask: np.ndarray | None,
+        vectors: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Redo exactly (over the rows ``mask`` allows) every query with fewer than k valid rows (>= 0)."""
+        short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < k)
+        if not len(short):
+            return scores, rows
+        allowed = np.flatnonzero(mask) if mask is not None else None
+        exact_scores, exact_rows = self.exact(x[short], k, allowed, vectors)
+        scores, rows = np.array(scores, copy=True), np.array(rows, copy=True)
+        rows[short] = -1
+        scores[short, :k] = exact_scores
+        rows[short, :k] = exact_rows
+        return scores, rows
+
+    def exact(
+        self, x: np.ndarray, k: int, allowed: np.ndarray | None, vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with the collection's metric over ``vectors[allowed]`` (all rows if None), as rows.
+
+        The allowed rows are copied a bounded chunk at a time, so a large allowed set
+        costs no more memory than ``_EXACT_CHUNK_BYTES``.
+        """
+        if allowed is None:
+            return faiss.knn(x, vectors, k, metric=self.metric)
+        chunk = max(k, _EXACT_CHUNK_BYTES // (4 * self.spec.dim))
+        best = (
+            np.full((len(x), k), np.inf if self.metric == faiss.METRIC_L2 else -np.inf, np.float32),
+            np.full((len(x), k), -1, np.int64),
+        )
+        for start in range(0, len(allowed), chunk):
+            part = allowed[start : start + chunk]
+            scores, found = faiss.knn(x, vectors[part], k, metric=self.metric)
+            rows = np.where(found >= 0, part[np.maximum(found, 0)], -1)
+            if start:
+                scores, rows = np.hstack([best[0], scores]), np.hstack([best[1], rows])
+                key = scores if self.metric == faiss.METRIC_L2 else -scores
+                order = np.argsort(key, axis=1, kind="stable")[:, :k]
+                scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+            best = scores, rows
+        return best
+
+    def _overfetch(
+        self,
+        x: np.ndarray,
+        k: int,
+        n_dead: int,
+        mask: np.ndarray,
+        vectors: np.ndarray,
+        nprobe: int,
+        ef_search: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k + n_dead from the index without a selector, dead rows dropped (``mask`` = live rows)."""
+        found = self._search_index(x, min(k + n_dead, len(mask)), None, nprobe, ef_search)
+        assert found is not None
+        scores, rows = found
+        rows = np.where((rows >= 0) & mask[np.maximum(rows, 0)], rows, -1)
+        return self.fill_short(x, k, scores, rows, mask, vectors)
+
+    def _overfetch_limit(self, k: int) -> int:
+        """Most tombstones an unfiltered search over-fetches past instead of using an IDSelector.
+
+        An exhaustive scan (Flat, SQ, PQ, ...) loses its fast batched path to a
+        selector (about 3x slower for a 100k Flat), while a larger k only grows its
+        result heaps; HNSW and IVF check a selector almost for free but pay for each
+        extra result (larger efSearch, longer heaps), so there only up to k.
+        """
+        if self._params_ok and isinstance(_unwrap(self.index)[0], faiss.IndexIVF | faiss.IndexHNSW):
+            return k
+        return _MAX_OVERFETCH
+
+    def _search_index(
+        self, x: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int, ef_search: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The index's own top-k, restricted to ``mask`` by an IDSelector; None if it takes no selector."""
         sel = bitmap = None
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
@@ -232,15 +351,9 @@ class VectorIndex:
                     type(faiss.downcast_index(self.index)).__name__,
                     _faiss_reason(err),
                 )
-        if mask is None:
-            return self.index.search(x, k)
-        if n_dead is not None and n_dead <= max(k, _MAX_OVERFETCH):
-            fetch = min(k + n_dead, len(mask))
-            scores, rows = self.index.search(x, fetch)
-            return scores, np.where((rows >= 0) & mask[np.maximum(rows, 0)], rows, -1)
-        rows = np.flatnonzero(mask)
-        scores, found = faiss.knn(x, vectors[rows], k, metric=self.metric)
-        return scores, np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+        if sel is not None:
+            return None
+        return self.index.search(x, k)
 
     def _params(
         self, sel: faiss.IDSelector | None, nprobe: int, ef_search: int

@@ -28,7 +28,14 @@ from embedserve.store.collection import Collection
 from embedserve.store.fsio import fsync_dir, write_durably
 from embedserve.store.gpu import GpuContext
 from embedserve.store.index import VectorIndex
-from embedserve.store.spec import NAME_RE, CollectionSpec, check_spec_fields, spec_from_json, spec_to_json
+from embedserve.store.spec import (
+    NAME_RE,
+    CollectionSpec,
+    check_name,
+    check_spec_fields,
+    spec_from_json,
+    spec_to_json,
+)
 
 log = logging.getLogger("embedserve.store")
 
@@ -39,6 +46,14 @@ class Store:
     """Thread-safe registry of collections; ``open`` loads them, ``close`` flushes them.
 
     Any method opens the store first if ``open`` was not called.
+
+    Locking. ``_lock`` guards the registry (``_collections``, ``_busy``, the
+    open/closed flags) and is only ever held for those dict and set operations, so
+    ``get`` and ``list``, which the server calls on its event loop, never wait for
+    disk or for a collection. Slow work runs outside it: ``create`` and ``delete``
+    reserve the name in ``_busy`` under the lock, do their disk work (and, for
+    delete, wait for the collection's write in progress) without it, then update
+    the registry. ``_open_lock`` serialises ``open`` and ``close``.
     """
 
     def __init__(self, data_dir: Path, *, use_gpu: bool = False, snapshot_wal_bytes: int = 64 << 20) -> None:
@@ -46,24 +61,28 @@ class Store:
         self._root = self.data_dir / "collections"
         self._use_gpu = use_gpu
         self._snapshot_wal_bytes = snapshot_wal_bytes
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
         self._collections: dict[str, Collection] = {}
+        self._busy: set[str] = set()  # names being created or deleted
         self._gpu: GpuContext | None = None
         self._opened = False
         self._closed = False
 
     def open(self) -> None:
         """Load every collection (snapshot + log replay); a collection that cannot load stops start-up."""
-        with self._lock:
-            self._check_not_closed()
-            if self._opened:
-                return
+        with self._open_lock:
+            with self._lock:
+                self._check_not_closed()
+                if self._opened:
+                    return
             self._root.mkdir(parents=True, exist_ok=True)
             fsync_dir(self._root.parent)
             if self._use_gpu:
                 self._gpu = GpuContext.create()
             for leftover in self._root.glob(".*"):  # half-created or half-deleted collections
                 shutil.rmtree(leftover, ignore_errors=True)
+            loaded: dict[str, Collection] = {}
             for path in sorted(self._root.iterdir()):
                 if not path.is_dir() or re.fullmatch(NAME_RE, path.name) is None:
                     log.warning("ignoring %s: not a collection directory", path)
@@ -71,9 +90,11 @@ class Store:
                 spec = spec_from_json((path / SPEC_FILE).read_bytes(), str(path))
                 if spec.name != path.name:
                     raise FailedPrecondition(f"{path}: collection.json names '{spec.name}'")
-                self._collections[spec.name] = self._load(spec, path)
-            self._opened = True
-            log.info("store at %s: %d collection(s)", self.data_dir, len(self._collections))
+                loaded[spec.name] = self._load(spec, path)
+            with self._lock:
+                self._collections = loaded
+                self._opened = True
+            log.info("store at %s: %d collection(s)", self.data_dir, len(loaded))
 
     def create(self, spec: CollectionSpec) -> Collection:
         """Create an empty collection; ``created_at`` 0 is set to now."""
@@ -81,58 +102,91 @@ class Store:
         VectorIndex(spec)  # rejects an index_spec FAISS cannot build before anything touches disk
         if not spec.created_at:
             spec = dataclasses.replace(spec, created_at=time.time())
+        name = spec.name
+        self._ensure_open()
         with self._lock:
-            self._ensure_open()
-            final = self._root / spec.name
-            if spec.name in self._collections or final.exists():
-                raise AlreadyExists(f"collection '{spec.name}' already exists")
-            tmp = self._root / f".creating-{spec.name}-{uuid.uuid4().hex}"
+            self._check_not_closed()
+            if name in self._collections or name in self._busy:
+                raise AlreadyExists(f"collection '{name}' already exists")
+            self._busy.add(name)  # a concurrent create of the same name fails from here on
+        try:
+            final = self._root / name
+            if final.exists():
+                raise AlreadyExists(f"collection '{name}' already exists")
+            tmp = self._root / f".creating-{name}-{uuid.uuid4().hex}"
             tmp.mkdir()
             write_durably(tmp / SPEC_FILE, spec_to_json(spec))
             os.rename(tmp, final)
             fsync_dir(self._root)
-            collection = self._collections[spec.name] = self._load(spec, final)
-            log.info(
-                "created collection '%s' (%s, dim %d, %s)", spec.name, spec.index_spec, spec.dim, spec.metric
-            )
-            return collection
+            collection = self._load(spec, final)
+        except BaseException:
+            with self._lock:
+                self._busy.discard(name)
+            raise
+        with self._lock:
+            self._busy.discard(name)
+            closed = self._closed
+            if not closed:
+                self._collections[name] = collection
+        if closed:  # the store was closed meanwhile: flush this one as close() did the others
+            collection.close()
+            self._check_not_closed()
+        log.info("created collection '%s' (%s, dim %d, %s)", name, spec.index_spec, spec.dim, spec.metric)
+        return collection
 
     def get(self, name: str) -> Collection:
+        check_name(name)
+        self._ensure_open()
         with self._lock:
-            self._ensure_open()
+            self._check_not_closed()
             collection = self._collections.get(name)
-            if collection is None:
-                raise NotFound(f"collection '{name}' not found")
-            return collection
+        if collection is None:
+            raise NotFound(f"collection '{name}' not found")
+        return collection
 
     def list(self) -> list[Collection]:
         """All collections, sorted by name."""
+        self._ensure_open()
         with self._lock:
-            self._ensure_open()
+            self._check_not_closed()
             return [self._collections[name] for name in sorted(self._collections)]
 
     def delete(self, name: str) -> None:
-        """Remove a collection durably: calls on it fail with NotFound from now on."""
+        """Remove a collection durably: calls on it fail with NotFound from now on.
+
+        The collection leaves the registry at once; closing it (which waits for a write
+        in progress: a snapshot, training or rebuild may take minutes) and removing its
+        directory happen outside the registry lock, with the name reserved meanwhile.
+        """
+        check_name(name)
+        self._ensure_open()
         with self._lock:
-            self._ensure_open()
+            self._check_not_closed()
             collection = self._collections.pop(name, None)
             if collection is None:
                 raise NotFound(f"collection '{name}' not found")
+            self._busy.add(name)  # no create of this name until its directory is gone
+        try:
             collection.close(deleted=True)  # waits for a write in progress
             tomb = self._root / f".deleted-{name}-{uuid.uuid4().hex}"
-            os.rename(self._root / name, tomb)
+            os.rename(self._root / name, tomb)  # durable from here: a crash never loads it again
             fsync_dir(self._root)
+        finally:
+            with self._lock:
+                self._busy.discard(name)
         shutil.rmtree(tomb, ignore_errors=True)
         log.info("deleted collection '%s'", name)
 
     def close(self) -> None:
         """Snapshot every collection and close its files; idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        with self._open_lock:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                collections = list(self._collections.values())
             failed: list[BaseException] = []
-            for collection in self._collections.values():
+            for collection in collections:
                 try:
                     collection.close()
                 except Exception as err:  # keep flushing the others; the log still holds this one's writes
@@ -145,9 +199,11 @@ class Store:
         return Collection(spec, path, snapshot_wal_bytes=self._snapshot_wal_bytes, gpu=self._gpu)
 
     def _ensure_open(self) -> None:
-        self._check_not_closed()
-        if not self._opened:
-            self.open()
+        with self._lock:
+            self._check_not_closed()
+            if self._opened:
+                return
+        self.open()
 
     def _check_not_closed(self) -> None:
         if self._closed:

@@ -163,6 +163,7 @@ class WriteAheadLog:
         self._size = os.fstat(self._fd).st_size  # bytes in the file now
         self._written = 0  # logical bytes appended since open; never goes back, unlike the file
         self._synced = 0
+        self._last_start = self._size  # file offset of the last appended record (see drop_last)
         self._sync_lock = threading.Lock()
         self._failed: Unavailable | None = None
 
@@ -186,9 +187,28 @@ class WriteAheadLog:
                 self._failed = Unavailable(f"{self.path}: write failed and could not be rolled back: {err}")
             raise Unavailable(f"{self.path}: write failed: {err}") from err
         n = sum(memoryview(p).nbytes for p in parts)
+        self._last_start = start
         self._size += n
         self._written += n
         return self._written
+
+    def drop_last(self) -> None:
+        """Cut the record of the last ``append`` back out of the file, durably.
+
+        For a write that could not be applied in memory: it was never acknowledged,
+        and left in the log it would be replayed (and fail again) at every start.
+        The caller still holds the writer mutex it appended under, so that record is
+        the last one in the file.
+        """
+        with self._sync_lock:
+            self._check()
+            try:
+                os.ftruncate(self._fd, self._last_start)
+                os.fdatasync(self._fd)
+            except OSError as err:
+                self._failed = Unavailable(f"{self.path}: could not remove an unapplied record: {err}")
+                raise self._failed from err
+            self._size = self._last_start
 
     def sync(self, ticket: int) -> None:
         """Return once everything up to ``ticket`` is on disk (sharing one fsync with concurrent writers)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from embedserve.errors import AlreadyExists, InvalidArgument, NotFound
 from embedserve.store import CollectionSpec, Hit, StoredItem, UpsertResult
+from embedserve.store import store as store_module
 from tests.store.conftest import brute_force, ids_for, random_vectors, spec, upsert_plain
 
 # --- round trip ------------------------------------------------------------------------------
@@ -285,3 +287,93 @@ def test_concurrent_writers_and_readers(store):
         t.join()
     assert not errors
     assert c.stats().count == 6 * 200
+
+
+# --- the registry never waits for slow work ---------------------------------------------------
+
+
+def _wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _prompt(fn, timeout: float = 2.0):
+    """fn()'s result (or exception) from another thread; fails if it takes longer than ``timeout``."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(("ok", fn()))
+        except BaseException as err:  # noqa: BLE001 - handed back to the test
+            out.append(("err", err))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked"
+    kind, value = out[0]
+    if kind == "err":
+        raise value
+    return value
+
+
+def test_delete_waiting_for_a_busy_collection_does_not_block_get(store):
+    busy = store.create(spec("busy"))
+    other = store.create(spec("other"))
+    busy._write_mutex.acquire()  # stands in for a long snapshot, training or rebuild on 'busy'
+    deleter = threading.Thread(target=store.delete, args=("busy",), daemon=True)
+    try:
+        deleter.start()
+        _wait_until(lambda: "busy" not in store._collections)  # delete has started: now waits on 'busy'
+        assert _prompt(lambda: store.get("other")) is other
+        assert _prompt(lambda: [c.spec.name for c in store.list()]) == ["other"]
+        with pytest.raises(NotFound):
+            _prompt(lambda: store.get("busy"))
+        with pytest.raises(AlreadyExists):  # the name stays taken until its directory is gone
+            _prompt(lambda: store.create(spec("busy")))
+        assert deleter.is_alive()
+    finally:
+        busy._write_mutex.release()
+        deleter.join(10)
+    assert not deleter.is_alive()
+    assert sorted(p.name for p in (store.data_dir / "collections").iterdir()) == ["other"]
+    assert store.create(spec("busy")).stats().count == 0
+
+
+def test_create_does_its_disk_work_outside_the_registry_lock(store, monkeypatch):
+    other = store.create(spec("other"))
+    entered, release = threading.Event(), threading.Event()
+    real = store_module.write_durably
+
+    def slow_write(path, data):
+        entered.set()
+        release.wait(10)
+        real(path, data)
+
+    monkeypatch.setattr(store_module, "write_durably", slow_write)
+    creator = threading.Thread(target=store.create, args=(spec("new"),), daemon=True)
+    try:
+        creator.start()
+        assert entered.wait(5)
+        assert _prompt(lambda: store.get("other")) is other
+        with pytest.raises(AlreadyExists, match="collection 'new' already exists"):
+            _prompt(lambda: store.create(spec("new")))  # a concurrent duplicate is refused, not raced
+        with pytest.raises(NotFound):
+            _prompt(lambda: store.get("new"))  # not there until created
+    finally:
+        release.set()
+        creator.join(10)
+    assert store.get("new").spec.name == "new"
+    assert [c.spec.name for c in store.list()] == ["new", "other"]
+
+
+@pytest.mark.parametrize("name", ["has space", "", "x" * 65, "../etc", "a/b", 5])
+def test_invalid_names_are_invalid_argument_for_get_and_delete(store, name):
+    with pytest.raises(InvalidArgument) as created:
+        store.create(CollectionSpec(name=name, model="m", dim=4, metric="l2"))
+    for call in (store.get, store.delete):
+        with pytest.raises(InvalidArgument) as err:
+            call(name)
+        assert str(err.value) == str(created.value)

@@ -11,9 +11,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from embedserve.errors import NotFound
+from embedserve.errors import NotFound, Unavailable
 from embedserve.store import Store
+from embedserve.store.index import VectorIndex
 from tests.store.conftest import ids_for, random_vectors, spec, upsert_plain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +208,30 @@ def test_kill_9_loses_no_acknowledged_write(data_dir):
         ids = [f"t{t}-b{b}-{i}" for i in range(50)]
         np.testing.assert_array_equal(c.vectors_of(ids), np.full((50, 16), b, np.float32))
     assert c.stats().count % 50 == 0 and c.stats().count >= 50 * len(acked)
+
+
+def test_write_that_fails_to_apply_is_cut_from_the_log(data_dir, monkeypatch):
+    """A write whose in-memory apply fails was never acknowledged; left in the log it would fail again on
+    every replay and keep the store from opening."""
+    real_add = VectorIndex.add
+
+    def add(self, vectors):
+        if len(vectors) and vectors[0, 0] == 999:
+            raise RuntimeError("simulated FAISS failure")
+        real_add(self, vectors)
+
+    monkeypatch.setattr(VectorIndex, "add", add)
+    s = Store(data_dir)
+    c = s.create(spec(dim=4))
+    upsert_plain(c, ["good"], np.ones((1, 4)))
+    with pytest.raises(RuntimeError, match="simulated"):
+        upsert_plain(c, ["bad"], np.full((1, 4), 999))
+    with pytest.raises(Unavailable, match="refuses writes"):
+        upsert_plain(c, ["later"], np.ones((1, 4)))
+    s.close()
+
+    c = Store(data_dir).get("c")  # replay would hit the same failure
+    assert [item.id for item in c.get(["good"])] == ["good"]
+    assert c.stats().count == 1
+    upsert_plain(c, ["later"], np.ones((1, 4)))
+    assert c.stats().count == 2

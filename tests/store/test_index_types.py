@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from embedserve.store import Store
+from embedserve.store import index as index_module
 from tests.store.conftest import brute_force, clustered, ids_for, random_vectors, spec, upsert_plain
 
 N, DIM = 20_000, 64
@@ -173,3 +174,97 @@ def test_gpu_search_matches_cpu(data_dir):
     # filtered searches go to the CPU index and still respect the filter
     assert c.search(queries, 5, labels={"none"}) == [[]] * 20
     s.close()
+
+
+# --- restricted searches return k hits whenever k items qualify ---------------------------------
+
+
+def _ids_of(hits) -> list[list[str]]:
+    return [[h.id for h in row] for row in hits]
+
+
+@pytest.mark.parametrize("index_spec, train_size", [("HNSW32", 0), ("IVF16,Flat", 1000)])
+def test_selective_filters_return_k_exact_hits(store, index_spec, train_size):
+    """25 of 5000 items qualify: k=20 gives exactly the 20 nearest of them, by label or labelled_only."""
+    base = random_vectors(5000, 16, seed=12)
+    ids = ids_for(5000)
+    rare = list(range(0, 5000, 200))
+    queries = base[:5]
+    _, want = brute_force(base[rare], queries, 20, "l2")
+    want_ids = [[ids[rare[r]] for r in row] for row in want]
+
+    by_label = store.create(spec("by_label", dim=16, index_spec=index_spec, train_size=train_size))
+    upsert_plain(by_label, ids, base, labels=["rare" if i % 200 == 0 else "common" for i in range(5000)])
+    assert by_label.stats().trained
+    hits = by_label.search(queries, 20, labels={"rare"})
+    assert _ids_of(hits) == want_ids
+    assert all(h.label == "rare" for row in hits for h in row)
+
+    labelled = store.create(spec("labelled", dim=16, index_spec=index_spec, train_size=train_size))
+    upsert_plain(labelled, ids, base, labels=["rare" if i % 200 == 0 else None for i in range(5000)])
+    hits = labelled.search(queries, 20, labelled_only=True)
+    assert _ids_of(hits) == want_ids
+    # fewer qualify than asked: all of them
+    assert [len(row) for row in labelled.search(queries, 100, labelled_only=True)] == [25] * 5
+
+
+def test_short_index_answers_are_redone_exactly(store):
+    """A filter too broad for the exact path whose rows lie away from the query's IVF lists: nprobe=1
+    finds none of them, so the query is redone exactly."""
+    rng = np.random.default_rng(13)
+    near = rng.standard_normal((17_000, 16)).astype(np.float32)
+    far = (10 + rng.standard_normal((3_000, 16))).astype(np.float32)  # 15 % of rows: above 2048 and 5 %
+    base = np.vstack([near, far])
+    ids = ids_for(len(base))
+    labels = [None] * len(near) + ["far"] * len(far)
+    c = store.create(spec(dim=16, index_spec="IVF16,Flat"))
+    upsert_plain(c, ids, base, labels=labels)
+    assert c.stats().trained
+    queries = near[:8]
+    _, want = brute_force(far, queries, 20, "l2")
+    want_ids = [[ids[len(near) + r] for r in row] for row in want]
+    assert _ids_of(c.search(queries, 20, labels={"far"}, nprobe=1)) == want_ids
+    assert _ids_of(c.search(queries, 20, labelled_only=True, nprobe=1)) == want_ids
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_exact_filtered_search_merges_chunks(store, monkeypatch, metric):
+    monkeypatch.setattr(index_module, "_EXACT_CHUNK_BYTES", 4 * 16 * 100)  # 100 rows per chunk
+    base = random_vectors(3000, 16, seed=16)
+    labels = [str(i % 3) for i in range(3000)]
+    ids = ids_for(3000)
+    c = store.create(spec(dim=16, metric=metric))
+    upsert_plain(c, ids, base, labels=labels)
+    allowed = [i for i in range(3000) if labels[i] == "1"]
+    queries = random_vectors(7, 16, seed=17)
+    want_scores, want = brute_force(base[allowed], queries, 30, metric)
+    hits = c.search(queries, 30, labels={"1"})
+    assert _ids_of(hits) == [[ids[allowed[r]] for r in row] for row in want]
+    np.testing.assert_allclose([[h.score for h in row] for row in hits], want_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_few_tombstones_search_flat_without_a_selector(store, monkeypatch):
+    """Up to 1024 tombstones: over-fetch and drop (a selector makes Flat ~3x slower); more: a selector.
+    Exact either way."""
+    selectors = []
+    real = faiss.IDSelectorBitmap
+    monkeypatch.setattr(faiss, "IDSelectorBitmap", lambda *a: selectors.append(a) or real(*a))
+    base = random_vectors(10_000, 16, seed=14)
+    ids = ids_for(10_000)
+    c = store.create(spec(dim=16, metric="ip"))
+    upsert_plain(c, ids, base)
+    queries = random_vectors(10, 16, seed=15)
+
+    def check(n_dead: int) -> None:
+        live = list(range(n_dead, 10_000))
+        _, want = brute_force(base[live], queries, 10, "ip")
+        assert _ids_of(c.search(queries, 10)) == [[ids[live[r]] for r in row] for row in want]
+
+    c.delete(ids[:1])
+    check(1)
+    c.delete(ids[1:1000])
+    check(1000)
+    assert selectors == []
+    c.delete(ids[1000:1500])  # 15 %: still tombstones, but too many to over-fetch past
+    check(1500)
+    assert selectors
