@@ -1,0 +1,264 @@
+"""The training loop: knows batches, steps, schedules, checkpoints and logs, not methods.
+
+Per step: lr from ``warmup_cosine`` → ``loss, logs = method(batch, progress)`` (under
+autocast on CUDA) → backward → clip → optimiser step → ``method.after_step``. Per
+epoch: a line in metrics.jsonl; every ``eval_every`` epochs the k-NN accuracy of
+``method.encoder()`` on the labelled evaluation set; every ``checkpoint_every``
+epochs a checkpoint that resumes bit for bit (data order is a function of
+(seed, epoch); torch's RNG state, which drives augmentation, is saved per rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from training import distributed
+from training.config import FitConfig
+from training.evaluate.features import embed
+from training.evaluate.knn import knn_table
+from training.methods import Method
+from training.optim import build_optimizer
+from training.plot import plot_metrics
+from training.run import Data, build_method, checkpoint_path, load_checkpoint, prepare_data, save_checkpoint
+from training.schedule import warmup_cosine
+
+log = logging.getLogger("training")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of the training set for ``epoch``: same on every rank and every resume."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def monitor_knn(method, data: Data, shots=(10, None)) -> dict[str, float] | None:
+    """k-NN accuracy (%) on the evaluation set, for the training curve: {"10": mean, "all": acc}."""
+    if data.eval_pixels is None or data.train.labels is None:
+        return None
+    encoder = method.encoder()
+    device = next(encoder.parameters()).device
+    normalize = method.normalize.to(device)
+    train = embed(encoder, normalize, data.train_pixels, channels_last=method.channels_last)
+    test = embed(encoder, normalize, data.eval_pixels, channels_last=method.channels_last)
+    table = knn_table(train, data.train.labels, test, data.eval.labels, shots=shots)
+    return {key: value["mean"] for key, value in table.items()}
+
+
+@dataclass
+class FitResult:
+    checkpoint: Path  # RUN/checkpoints/last.pt
+    method: Method  # this process's trained method (identical on every rank under DDP)
+
+
+def fit(
+    cfg: FitConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train ``cfg`` into ``run_dir`` (or continue it with ``resume``).
+
+    ``stop_after`` ends this call after that many epochs in all (the schedule still
+    spans ``cfg.epochs``): a time-limited job trains in pieces, each resuming the last.
+    """
+    run_dir = Path(run_dir)
+    ctx = distributed.setup(cfg.device)
+    try:
+        return _fit(cfg, run_dir, ctx, resume, progress_bar, stop_after)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(
+    cfg: FitConfig,
+    run_dir: Path,
+    ctx: distributed.Context,
+    resume: bool,
+    progress_bar: bool,
+    stop_after: int | None,
+) -> FitResult:
+    if cfg.threads and ctx.device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    ckpt_path = checkpoint_path(run_dir)
+    if resume and ckpt_path.exists():
+        saved = FitConfig.load(run_dir / "config.json")
+        if saved.with_(epochs=cfg.epochs) != cfg.with_(epochs=cfg.epochs):
+            raise ValueError(
+                f"{run_dir}: --resume with a different config than config.json (only epochs may change)"
+            )
+    elif ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already has a checkpoint; pass --resume or use a new directory")
+
+    data = prepare_data(cfg)
+    method = build_method(cfg, data.spec)
+    method.channels_last = cfg.channels_last and ctx.device.type == "cpu" and cfg.backbone.name == "resnet"
+    method.to(ctx.device)
+    if method.channels_last:
+        method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, method, cfg.lr, cfg.weight_decay)
+    use_amp = cfg.amp and ctx.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, train_seconds, cpu_seconds = 0, 0.0, 0.0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        cpu_seconds = state.get("cpu_seconds", 0.0)
+        rng = state["rng"][ctx.rank]
+        torch.set_rng_state(rng["torch"])
+        if ctx.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], ctx.device)
+        if ctx.is_main:
+            _truncate_metrics(run_dir, start_epoch)
+    else:
+        torch.manual_seed(cfg.seed + 1 + ctx.rank)  # augmentations differ per rank
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+            (run_dir / "metrics.jsonl").write_text("")
+
+    model = method
+    if ctx.distributed:
+        model = DistributedDataParallel(
+            method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+
+    pixels = data.train_pixels.to(ctx.device)
+    n = len(pixels)
+    per_step = cfg.batch_size * ctx.world_size
+    steps_per_epoch = n // per_step
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{n} training images make no batch of {cfg.batch_size} x {ctx.world_size} processes"
+        )
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    bar = _progress(total_steps, start_epoch * steps_per_epoch, progress_bar and ctx.is_main)
+
+    end_epoch = min(cfg.epochs, stop_after or cfg.epochs)
+    for epoch in range(start_epoch, end_epoch):
+        t0, c0 = time.perf_counter(), time.process_time()
+        method.train()
+        order = epoch_order(n, cfg.seed, epoch)
+        sums: dict[str, float] = {}
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = order[i * per_step : (i + 1) * per_step][ctx.rank :: ctx.world_size]
+            progress = step / total_steps
+            with torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext():
+                loss, logs = model(pixels[index.to(ctx.device)], progress)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            method.after_step((step + 1) / total_steps)
+            for key, value in {"loss": loss.detach(), **logs}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
+        distributed.average_buffers(method, ctx)
+        train_seconds += time.perf_counter() - t0
+        cpu_seconds += time.process_time() - c0
+        if not torch.isfinite(torch.tensor(sums["loss"])):
+            raise FloatingPointError(f"loss is not finite at epoch {epoch + 1}")
+
+        done = epoch + 1
+        record: dict[str, Any] = {
+            "epoch": done,
+            "lr": lr,
+            **{k: v / steps_per_epoch for k, v in sums.items()},
+        }
+        record["train_seconds"] = round(train_seconds, 2)
+        record["cpu_seconds"] = round(
+            cpu_seconds, 2
+        )  # all threads; wall time inflates when the CPU is shared
+        last = done == end_epoch
+        if ctx.is_main and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
+            knn = monitor_knn(method, data)
+            if knn is not None:
+                record["knn"] = knn
+                bar.write(
+                    f"epoch {done}: loss {record['loss']:.4f} std {record['embedding_std']:.4f} knn {knn}"
+                )
+        rng_states = distributed.gather_objects(_rng_state(ctx), ctx)
+        if ctx.is_main:
+            with (run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if last or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "config": cfg.to_json(),
+                        "epoch": done,
+                        "model": method.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": rng_states,
+                        "train_seconds": train_seconds,
+                        "cpu_seconds": cpu_seconds,
+                    },
+                )
+        distributed.barrier(ctx)
+    bar.close()
+    if ctx.is_main:
+        if end_epoch > start_epoch or not (run_dir / "plot.png").exists():
+            plot_metrics(run_dir / "metrics.jsonl", run_dir / "plot.png")
+        # the final config: epochs may have been raised by a resume
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    return FitResult(ckpt_path, method)
+
+
+def _rng_state(ctx: distributed.Context) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    return state
+
+
+def _truncate_metrics(run_dir: Path, epoch: int) -> None:
+    """Drop metrics lines written after the checkpoint we resume from."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        keep = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= epoch
+        ]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def write(self, s: str) -> None:
+        log.info(s)
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=2.0)
