@@ -9,7 +9,7 @@ exported with ``embedserve-train export``. The same two steps by hand:
     embedserve-train export runs/digits-simclr --out models/digits-simclr --name digits-simclr --variants fp16,int8
 
 Needs torch and the ``train`` extra (``pip install torch==2.13.0`` for the CPU
-wheel, then ``pip install -e '.[cpu,dev,train]'``); about 8 minutes on 2 CPU
+wheel, then ``pip install -e '.[cpu,dev,train]'``); about 7 minutes on 2 CPU
 cores. CPU floating point differs a little between machines, so a rebuild gives
 the same figures to within a fraction of a percent, not the same bytes. The
 manifest's ``provenance`` records the config, training time, the k-NN table as
@@ -38,7 +38,9 @@ def build(out: Path = HERE / NAME, run_dir: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="embedserve-default-") as tmp:
         run = Path(run_dir or Path(tmp) / "run")
         fit(recipe(RECIPE), run, progress_bar=sys.stderr.isatty())
-        export_bundle(run, out, name=NAME, variants=("fp16", "int8"), command="python models/build_default.py")
+        export_bundle(
+            run, out, name=NAME, variants=("fp16", "int8"), command="python models/build_default.py"
+        )
     return out
 
 

@@ -148,7 +148,9 @@ def _fit(args) -> int:
 
         saved = FitConfig.load(args.out / "config.json")
         cfg = saved.with_(epochs=args.epochs or saved.epochs)
-    result = fit(cfg, args.out, resume=args.resume, progress_bar=not args.no_progress, stop_after=args.stop_after)
+    result = fit(
+        cfg, args.out, resume=args.resume, progress_bar=not args.no_progress, stop_after=args.stop_after
+    )
     print(result.checkpoint)
     return 0
 

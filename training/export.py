@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ def export_onnx(encoder: nn.Module, shape: tuple[int, int, int], path: Path) -> 
 
     encoder = encoder.eval().to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(2, *shape)
+    with warnings.catch_warnings():
+        # The classic (TorchScript) exporter is chosen on purpose: the dynamo one needs
+        # onnxscript and writes weights to a side file; its deprecation notice is noise here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(encoder, dummy, path)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def _export(encoder: nn.Module, dummy: torch.Tensor, path: Path) -> None:
     torch.onnx.export(
         encoder,
         (dummy,),
@@ -56,7 +66,6 @@ def export_onnx(encoder: nn.Module, shape: tuple[int, int, int], path: Path) -> 
         do_constant_folding=True,
         dynamo=False,
     )
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
 def server_pixels(bundle_dir: Path, images: list[bytes]) -> np.ndarray:

@@ -35,7 +35,12 @@ class PrototypeHead(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, hidden: int = 512, bottleneck: int = 128, prototypes: int = 1024, batch_norm: bool = True
+        self,
+        in_dim: int,
+        hidden: int = 512,
+        bottleneck: int = 128,
+        prototypes: int = 1024,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         # BatchNorm in the MLP (DINO does this for ResNets) spreads the outputs from the first

@@ -23,19 +23,24 @@ RECIPES: dict[str, FitConfig] = {
         weight_decay=1e-4,
         warmup_epochs=10,
     ),
+    # EMA methods learn slowly in a short schedule (~1,500 steps); a lower base momentum
+    # lets the target/teacher follow faster (BYOL: 0.99 gave 77.6 % at L=10 after 50 epochs, 0.96
+    # 86 %; DINO: 0.99 reached 75 % after 75 epochs, 0.96 88.5 % after 100, 0.9 collapsed).
     "digits-byol": _DIGITS.with_(
         method="byol",
         backbone=BackboneConfig(name="resnet", width=32, depths=(1, 1, 1)),
-        epochs=100,
+        method_options={"momentum": 0.96, "hidden": 1024, "out_dim": 128},
+        epochs=150,
         batch_size=128,
-        lr=2e-3,
+        lr=3e-3,
     ),
     "digits-dino": _DIGITS.with_(
         method="dino",
         backbone=BackboneConfig(name="resnet", width=32, depths=(1, 1, 1)),
-        epochs=100,
+        method_options={"momentum": 0.96, "prototypes": 256, "head_bn": True},
+        epochs=150,
         batch_size=128,
-        lr=2e-3,
+        lr=3e-3,
     ),
     "digits-mae": _DIGITS.with_(
         method="mae",

@@ -18,7 +18,7 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(n, t, d))
 
