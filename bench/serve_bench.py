@@ -1,7 +1,7 @@
 """Server vs raw ONNX Runtime, server vs raw FAISS: measured side by side in one run.
 
     python bench/serve_bench.py                 # a generated 4-conv CNN bundle, 64x64 RGB
-    python bench/serve_bench.py --models models/digits-pixels
+    python bench/serve_bench.py --models models/digits-simclr
 
 Prints throughputs and the ratios server / raw. These machines are shared and
 noisy: compare ratios from one run, not absolute numbers across runs.
