@@ -84,7 +84,28 @@ class _Api:
     """Every RPC, defined once. ``_call(method, request, post)`` sends ``request`` and maps the
     reply through ``post``: directly in :class:`Client`, as a coroutine in :class:`AsyncClient`."""
 
-    def __init__(self, channel, timeout: float | None, token: str | None) -> None:
+    _channels: tuple  # (insecure_channel, secure_channel) of grpc or grpc.aio
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
+        timeout: float | None = 300.0,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        insecure, secure = self._channels
+        if tls or tls_ca is not None:
+            root = tls_ca.read_bytes() if tls_ca is not None else None
+            channel = secure(target, grpc.ssl_channel_credentials(root), options=options)
+        else:
+            channel = insecure(target, options=options)
         self.channel = channel
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -198,39 +219,11 @@ class _Api:
         return self._call(self.searcher.Classify, request, lambda r: list(r.results))
 
 
-def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
-
-
-def _credentials(tls: bool, tls_ca: Path | None) -> grpc.ChannelCredentials | None:
-    if not tls and tls_ca is None:
-        return None
-    return grpc.ssl_channel_credentials(tls_ca.read_bytes() if tls_ca is not None else None)
-
-
 class Client(_Api):
     """A blocking connection to one server. Errors surface as ``grpc.RpcError`` with the server's
     status code and message."""
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        token: str | None = None,
-        tls_ca: Path | None = None,
-        tls: bool = False,
-        timeout: float | None = 300.0,
-        max_message_bytes: int = 64 << 20,
-    ) -> None:
-        creds, options = _credentials(tls, tls_ca), _channel_args(max_message_bytes)
-        if creds is None:
-            channel = grpc.insecure_channel(target, options=options)
-        else:
-            channel = grpc.secure_channel(target, creds, options=options)
-        super().__init__(channel, timeout, token)
+    _channels = (grpc.insecure_channel, grpc.secure_channel)
 
     def _call(self, method, request, post=lambda reply: reply):
         return post(method(request, timeout=self.timeout, metadata=self._metadata))
@@ -274,22 +267,7 @@ class AsyncClient(_Api):
     ...     vectors = await c.embed([png_bytes])
     """
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        token: str | None = None,
-        tls_ca: Path | None = None,
-        tls: bool = False,
-        timeout: float | None = 300.0,
-        max_message_bytes: int = 64 << 20,
-    ) -> None:
-        creds, options = _credentials(tls, tls_ca), _channel_args(max_message_bytes)
-        if creds is None:
-            channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            channel = grpc.aio.secure_channel(target, creds, options=options)
-        super().__init__(channel, timeout, token)
+    _channels = (grpc.aio.insecure_channel, grpc.aio.secure_channel)
 
     async def _call(self, method, request, post=lambda reply: reply):
         return post(await method(request, timeout=self.timeout, metadata=self._metadata))
