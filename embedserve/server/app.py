@@ -78,7 +78,11 @@ class EmbedServer:
     def _grpc_server(self) -> grpc.aio.Server:
         cfg = self.config
         tokens = cfg.tokens()
-        interceptors = [BearerTokenInterceptor(tokens)] if tokens else []
+
+        def rejected(rpc: str) -> None:
+            self.metrics.requests.labels(rpc, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+
+        interceptors = [BearerTokenInterceptor(tokens, on_reject=rejected)] if tokens else []
         limit = cfg.max_message_bytes
         server = grpc.aio.server(
             interceptors=interceptors,

@@ -12,8 +12,10 @@ OPEN_METHODS = ("/grpc.health.v1.Health/",)
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` for a configured token."""
 
-    def __init__(self, tokens: frozenset[str]) -> None:
+    def __init__(self, tokens: frozenset[str], on_reject=None) -> None:
+        """``on_reject(rpc_name)`` is called for each refused call (metrics)."""
         self._tokens = [t.encode() for t in tokens]
+        self._on_reject = on_reject
 
     def _accepts(self, header: str | None) -> bool:
         if not header or not header.lower().startswith("bearer "):
@@ -29,6 +31,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if self._accepts(header):
             return await continuation(details)
         message = "missing bearer token" if not header else "invalid bearer token"
+        if self._on_reject is not None:
+            self._on_reject(details.method.rsplit("/", 1)[-1])
         handler = await continuation(details)
         return _deny(handler, message)
 

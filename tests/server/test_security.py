@@ -28,6 +28,8 @@ def test_missing_and_wrong_tokens_are_unauthenticated(token_server):
     with token_server.client(token="wrong") as c:
         got, details = status_of(c.list_models)
         assert got == grpc.StatusCode.UNAUTHENTICATED and "invalid" in details
+    sample = token_server.server.metrics.registry.get_sample_value
+    assert sample("embedserve_requests_total", {"rpc": "ListModels", "code": "UNAUTHENTICATED"}) == 2
 
 
 def test_valid_tokens_work(token_server):
