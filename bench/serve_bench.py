@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from embedserve.client import Client, item  # noqa: E402
 from embedserve.models.bundle import load_manifest  # noqa: E402
 from embedserve.models.image import ImagePreprocessor  # noqa: E402
-from embedserve.store.index import tune_faiss  # noqa: E402
+from embedserve.store import tune_faiss  # noqa: E402
 
 
 def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from embedserve.config import ServerConfig, load_config
+from embedserve.metric import METRIC_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 SECRET_FIELDS = {"auth_tokens"}  # from the environment or a file only: flags show in `ps`
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = actions.add_parser("create", parents=[_connection_args()])
     c.add_argument("name")
     c.add_argument("--model", default="")
-    c.add_argument("--metric", default="", choices=["", "cosine", "ip", "l2"])
+    c.add_argument("--metric", default="", choices=["", *METRIC_NAMES])
     c.add_argument("--index-spec", default="", help='FAISS index_factory string (default "Flat")')
     c.add_argument("--train-size", type=int, default=0)
     actions.add_parser("list", parents=[_connection_args()])

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+from embedserve.wire import array_to_tensor, tensor_to_array
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,9 @@ class ById:
 QueryLike = bytes | str | np.ndarray | ById | pb.Query
 
 
-def to_tensor(array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return pb.Tensor(shape=list(array.shape), data=array.tobytes())
-
-
-def from_tensor(tensor: pb.Tensor) -> np.ndarray:
-    return np.frombuffer(tensor.data, dtype="<f4").reshape(tuple(tensor.shape)).astype(np.float32)
+# the wire format, under the names clients have used (see embedserve.wire)
+to_tensor = array_to_tensor
+from_tensor = tensor_to_array
 
 
 def item(

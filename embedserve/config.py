@@ -37,8 +37,11 @@ class ServerConfig:
     max_message_bytes: int = 64 << 20
     max_image_bytes: int = 20 << 20
     max_image_pixels: int = 40_000_000
-    decode_threads: int = 0  # 0 = os.cpu_count()
-    search_threads: int = 0  # 0 = os.cpu_count()
+    # Threads: see embedserve.server.pools for what each pool runs and why these sizes.
+    decode_threads: int = 0  # image decode / tokenization pool; 0 = os.cpu_count()
+    infer_threads: int = 2  # pool that calls ONNX Runtime (one batch per tower at a time)
+    search_threads: int = 0  # FAISS searches and reads; 0 = os.cpu_count()
+    write_threads: int = 0  # upserts, deletes, snapshots, create/delete collection; 0 = max(4, cpus)
     intra_op_threads: int = 0  # ONNX Runtime threads per session; 0 = its default
     faiss_threads: int = 1  # OpenMP threads per FAISS call; requests already run in parallel (search_threads)
     snapshot_wal_bytes: int = 64 << 20
@@ -59,6 +62,14 @@ class ServerConfig:
         for name in ("max_batch_size", "max_message_bytes", "max_image_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.max_delay_ms < 0:
+            raise ValueError("max_delay_ms must be >= 0")
+        threads = ("decode_threads", "infer_threads", "search_threads", "write_threads", "intra_op_threads")
+        for name in threads:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.infer_threads < 1:
+            raise ValueError("infer_threads must be >= 1")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
             raise ValueError("ports must be in 0..65535")
 

@@ -1,19 +1,16 @@
-"""Typed errors: each maps to exactly one gRPC status code.
+"""Typed errors: each class names one kind of fault, and knows nothing of any transport.
 
 Raise them once, at the edge that knows the cause, with a message that names
-the offending item (``"item 3: ..."``). The gRPC layer turns them into a status
-and never invents messages of its own.
+the offending item (``"item 3: ..."``). The gRPC layer alone turns a kind into a
+status code (``embedserve.server.status``) and never invents messages of its own,
+so store/, models/ and training/ can raise these without grpcio.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class EmbedServeError(Exception):
-    """Base class; ``code`` is the gRPC status the client receives."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    """Base class, and the kind for a fault of the server itself (a bug, a failed inference)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,35 +20,39 @@ class EmbedServeError(Exception):
 
 
 class InvalidArgument(EmbedServeError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request is malformed or names a value outside what the API allows."""
 
 
 class NotFound(EmbedServeError):
-    code = grpc.StatusCode.NOT_FOUND
+    """A named collection, model or item does not exist."""
 
 
 class AlreadyExists(EmbedServeError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """A collection of that name exists already."""
 
 
 class ResourceExhausted(EmbedServeError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """The request is over a configured size or work limit."""
 
 
 class Unauthenticated(EmbedServeError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """No valid bearer token."""
 
 
 class FailedPrecondition(EmbedServeError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is well formed but the system is not in a state to run it."""
+
+
+class BundleError(FailedPrecondition):
+    """A bundle directory or its manifest is unusable; the message names file and field."""
 
 
 class DeadlineExceeded(EmbedServeError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    """The caller's deadline passed before the work was done."""
 
 
 class Unavailable(EmbedServeError):
-    code = grpc.StatusCode.UNAVAILABLE
+    """The server, a model or a collection cannot take the request now (starting, closed, broken)."""
 
 
 def item_error(
@@ -71,7 +72,7 @@ def item_error(
 
 def readdress(err: EmbedServeError, positions: list[int], noun: str = "item") -> EmbedServeError:
     """Re-address an item error raised on ``sublist`` to ``positions[index]`` of the request."""
-    index = getattr(err, "index", None)
+    index = err.index
     if index is None or not 0 <= index < len(positions):
         return err
     return item_error(type(err), positions[index], err.detail, noun=noun)

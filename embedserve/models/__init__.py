@@ -1,31 +1,22 @@
 """Model bundles, preprocessing, ONNX Runtime sessions and dynamic batching.
 
-``ModelRegistry.load`` reads bundles (``bundle.py``) and builds per tower an
-``ImagePreprocessor`` / ``TextPreprocessor``, a ``TowerSession`` and a ``Batcher``;
-``Model.embed`` is the whole request path from raw inputs to [N, dim] embeddings.
+Modules: ``bundle`` (the manifest, read and written), ``inputs`` (what a model
+embeds), ``image`` / ``text`` (preprocessing), ``runtime`` (ORT sessions),
+``batcher`` (dynamic batching), ``tower`` (preprocessor + session + batcher for
+one modality), ``model`` (a bundle's towers and the embed path), ``registry``
+(the loaded models by name).
 """
 
+from embedserve.errors import BundleError
 from embedserve.models.batcher import Batcher
-from embedserve.models.bundle import (
-    BundleError,
-    ImageTowerSpec,
-    Manifest,
-    TextTowerSpec,
-    discover_bundles,
-    load_manifest,
-)
+from embedserve.models.bundle import ImageTowerSpec, Manifest, TextTowerSpec, discover_bundles, load_manifest
 from embedserve.models.image import ImagePreprocessor
-from embedserve.models.registry import (
-    ImageInput,
-    Model,
-    ModelRegistry,
-    RuntimeOptions,
-    TextInput,
-    Tower,
-    l2_normalize,
-)
+from embedserve.models.inputs import ImageInput, ModelInput, TextInput
+from embedserve.models.model import Model
+from embedserve.models.registry import ModelRegistry
 from embedserve.models.runtime import TowerSession, resolve_providers
 from embedserve.models.text import TextPreprocessor
+from embedserve.models.tower import Tower
 
 __all__ = [
     "Batcher",
@@ -35,15 +26,14 @@ __all__ = [
     "ImageTowerSpec",
     "Manifest",
     "Model",
+    "ModelInput",
     "ModelRegistry",
-    "RuntimeOptions",
     "TextInput",
     "TextPreprocessor",
     "TextTowerSpec",
     "Tower",
     "TowerSession",
     "discover_bundles",
-    "l2_normalize",
     "load_manifest",
     "resolve_providers",
 ]

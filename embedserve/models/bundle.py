@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedserve.errors import BundleError
+from embedserve.metric import Metric
+
 log = logging.getLogger("embedserve.models")
 
 MANIFEST_NAME = "embedserve.json"
 FORMAT_VERSION = 1
-METRICS = ("cosine", "ip", "l2")
 RESIZE_MODES = ("shorter_side",)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 POOLINGS = ("none", "mean", "cls")
@@ -25,10 +27,6 @@ POOLINGS = ("none", "mean", "cls")
 _TOP_KEYS = {"format_version", "name", "version", "dim", "metric", "normalize", "image", "text", "provenance"}
 _IMAGE_KEYS = {"file", "channels", "size", "resize", "mean", "std", "interpolation"}
 _TEXT_KEYS = {"file", "tokenizer", "max_length", "pooling"}
-
-
-class BundleError(ValueError):
-    """A bundle directory or its manifest is unusable; the message names file and field."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,18 @@ class ImageTowerSpec:
     resize: str = "shorter_side"
     interpolation: str = "bilinear"
 
+    def to_json(self, bundle_dir: Path) -> dict[str, Any]:
+        """The manifest's ``image`` object, with ``file`` relative to ``bundle_dir``."""
+        return {
+            "file": _relative(self.file, bundle_dir),
+            "channels": self.channels,
+            "size": list(self.size),
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
+
 
 @dataclass(frozen=True)
 class TextTowerSpec:
@@ -61,15 +71,27 @@ class TextTowerSpec:
     max_length: int  # tokens, special tokens included
     pooling: str = "none"
 
+    def to_json(self, bundle_dir: Path) -> dict[str, Any]:
+        """The manifest's ``text`` object, with file names relative to ``bundle_dir``."""
+        return {
+            "file": _relative(self.file, bundle_dir),
+            "tokenizer": _relative(self.tokenizer, bundle_dir),
+            "max_length": self.max_length,
+            "pooling": self.pooling,
+        }
+
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated ``embedserve.json``; ``path`` is the bundle directory."""
+    """A bundle's ``embedserve.json``: read and validated by :meth:`load`, written by :meth:`write`.
+
+    ``path`` is the bundle directory; tower files are absolute paths inside it.
+    """
 
     name: str
     version: str
     dim: int
-    metric: str
+    metric: Metric
     normalize: bool
     image: ImageTowerSpec | None
     text: TextTowerSpec | None
@@ -80,6 +102,42 @@ class Manifest:
     def modalities(self) -> list[str]:
         """The towers this bundle has: a subset of ["image", "text"], in that order."""
         return [m for m, spec in (("image", self.image), ("text", self.text)) if spec]
+
+    @classmethod
+    def load(cls, bundle_dir: Path) -> Manifest:
+        """Read and validate ``bundle_dir/embedserve.json``; raises BundleError."""
+        return load_manifest(bundle_dir)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest document, file names relative to ``path``."""
+        doc: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "dim": self.dim,
+            "metric": self.metric.value,
+            "normalize": self.normalize,
+        }
+        if self.image is not None:
+            doc["image"] = self.image.to_json(self.path)
+        if self.text is not None:
+            doc["text"] = self.text.to_json(self.path)
+        doc["provenance"] = self.provenance
+        return doc
+
+    def write(self) -> Path:
+        """Write ``path/embedserve.json`` (the towers' files must already be in ``path``)."""
+        target = self.path / MANIFEST_NAME
+        target.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        return target
+
+
+def _relative(file: Path, bundle_dir: Path) -> str:
+    """``file`` as the manifest names it: a path relative to the bundle directory."""
+    try:
+        return Path(file).resolve().relative_to(Path(bundle_dir).resolve()).as_posix()
+    except ValueError:
+        raise BundleError(f"{file} is not inside the bundle directory {bundle_dir}") from None
 
 
 class _Fields:
@@ -198,7 +256,7 @@ def load_manifest(bundle_dir: Path) -> Manifest:
         raise f.error("name", f"must be non-empty without surrounding spaces, got '{name}'")
     version = f.get("version", str)
     dim = f.positive_int("dim")
-    metric = f.choice("metric", METRICS)
+    metric = Metric(f.choice("metric", tuple(Metric)))
     normalize = f.get("normalize", bool)
     image = _image_spec(source, raw["image"], bundle_dir) if raw.get("image") is not None else None
     text = _text_spec(source, raw["text"], bundle_dir) if raw.get("text") is not None else None

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from embedserve.errors import EmbedServeError
-from embedserve.models.bundle import BundleError
+from embedserve.config import DEVICES
+from embedserve.errors import BundleError, EmbedServeError
 
 log = logging.getLogger("embedserve.models")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_providers(device: str) -> list[str]:

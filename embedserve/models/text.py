@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedserve.errors import InvalidArgument, item_error
-from embedserve.models.bundle import BundleError
+from embedserve.errors import BundleError, InvalidArgument, item_error
 
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
 

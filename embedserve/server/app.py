@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedserve.config import ServerConfig
-from embedserve.models.bundle import discover_bundles
-from embedserve.models.registry import ModelRegistry, RuntimeOptions
+from embedserve.models import ModelRegistry, discover_bundles
 from embedserve.server.auth import BearerTokenInterceptor
 from embedserve.server.base import Parts
 from embedserve.server.collections import CollectionService
 from embedserve.server.embed import EmbedService
-from embedserve.server.index import IndexService
+from embedserve.server.items import IndexService
 from embedserve.server.metrics import Metrics
+from embedserve.server.pools import Pools
 from embedserve.server.search import SearchService
-from embedserve.store import Store
-from embedserve.store.gpu import gpu_available
-from embedserve.store.index import tune_faiss
+from embedserve.store import Store, gpu_available, tune_faiss
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
@@ -39,22 +35,10 @@ class EmbedServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        cpus = os.cpu_count() or 2
-        self.decode_executor = ThreadPoolExecutor(config.decode_threads or cpus, thread_name_prefix="decode")
-        self.infer_executor = ThreadPoolExecutor(2, thread_name_prefix="infer")
-        self.store_executor = ThreadPoolExecutor(config.search_threads or cpus, thread_name_prefix="search")
-        self.write_executor = ThreadPoolExecutor(max(4, cpus), thread_name_prefix="write")
+        self.pools = Pools.from_config(config)  # the threading model: see embedserve.server.pools
         self.metrics = Metrics()
-        options = RuntimeOptions(
-            device=config.device,
-            max_batch_size=config.max_batch_size,
-            max_delay_ms=config.max_delay_ms,
-            max_image_bytes=config.max_image_bytes,
-            max_image_pixels=config.max_image_pixels,
-            intra_op_threads=config.intra_op_threads,
-        )
         self.registry = ModelRegistry(
-            options, self.decode_executor, self.infer_executor, on_batch=self.metrics.observe_batch
+            config, self.pools.decode, self.pools.infer, on_batch=self.metrics.observe_batch
         )
         tune_faiss(config.faiss_threads)
         # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
@@ -66,8 +50,7 @@ class EmbedServer:
             registry=self.registry,
             store=self.store,
             metrics=self.metrics,
-            store_executor=self.store_executor,
-            write_executor=self.write_executor,
+            pools=self.pools,
         )
         self.health = health.aio.HealthServicer()
         self.port: int = 0
@@ -143,16 +126,16 @@ class EmbedServer:
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
         bundles = [b for d in self.config.model_dirs() for b in discover_bundles(d)]
-        await loop.run_in_executor(None, self.registry.load, bundles)
+        await loop.run_in_executor(self.pools.infer, self.registry.load, bundles)
         if self.config.default_model:
             self.registry.default_name = self.config.default_model  # NotFound if not loaded
         self.registry.start()
-        await loop.run_in_executor(None, self.store.open)
+        await self.pools.writing(self.store.open)
 
     def _queue_depths(self):
         for model in self.registry.list():
             for modality, tower in model.towers.items():
-                yield model.manifest.name, modality, tower.batcher.queue_depth
+                yield model.name, modality, tower.queue_depth
 
     def _collection_sizes(self):
         for collection in self.store.list():
@@ -181,16 +164,14 @@ class EmbedServer:
             return
         self._stopped.set()
         grace = self.config.grace_s if grace is None else grace
-        self.parts.draining = True
         if self._watch is not None:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
         await self.registry.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
-        for executor in (self.decode_executor, self.infer_executor, self.store_executor, self.write_executor):
-            executor.shutdown(wait=True)
+        await self.pools.writing(self.store.close)
+        self.pools.shutdown()
         log.info("stopped; store flushed")
 
     async def wait(self) -> None:

@@ -6,15 +6,16 @@ import asyncio
 import functools
 import logging
 import time
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
 from embedserve.config import ServerConfig
 from embedserve.errors import EmbedServeError, NotFound, Unavailable
-from embedserve.models.registry import Model, ModelRegistry
+from embedserve.models import Model, ModelRegistry
 from embedserve.server.metrics import Metrics
+from embedserve.server.pools import Pools
+from embedserve.server.status import status_code
 from embedserve.store import Collection, Store
 
 log = logging.getLogger("embedserve.server")
@@ -28,21 +29,8 @@ class Parts:
     registry: ModelRegistry
     store: Store
     metrics: Metrics
-    store_executor: Executor  # searches and reads
-    write_executor: (
-        Executor  # upserts, deletes, create/delete collection: waiting writers never starve searches
-    )
+    pools: Pools
     ready: bool = False
-    draining: bool = False
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-
-    async def blocking(self, fn, *args):
-        """Run a blocking read (FAISS search, lookups) off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.store_executor, fn, *args)
-
-    async def writing(self, fn, *args):
-        """Run a blocking write (WAL fsync, training, snapshot) in the write pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.write_executor, fn, *args)
 
     def model(self, name: str) -> Model:
         return self.registry.get(name)
@@ -64,21 +52,24 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 def rpc(name: str):
-    """Wrap a servicer method: readiness check, typed errors -> status, metrics, logging."""
+    """Wrap a servicer method: readiness check, typed errors -> status, metrics, logging.
+
+    The metrics are recorded before the status goes out, so a client that has its
+    answer also finds it counted.
+    """
 
     def wrap(method):
         @functools.wraps(method)
         async def handler(self, request, context: grpc.aio.ServicerContext):
             parts: Parts = self.parts
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
+            code, message = grpc.StatusCode.OK, ""
             try:
                 if not parts.ready:
                     raise Unavailable("server is starting: models are still loading")
                 return await method(self, request, context)
             except EmbedServeError as err:
-                code = err.code
-                await context.abort(err.code, err.message)
+                code, message = status_code(err), err.message
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -86,12 +77,12 @@ def rpc(name: str):
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except Exception as exc:  # a bug: report it, keep serving
-                code = grpc.StatusCode.INTERNAL
+                code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
                 log.exception("%s failed", name)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 parts.metrics.requests.labels(name, code.name).inc()
                 parts.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            await context.abort(code, message)
 
         return handler
 

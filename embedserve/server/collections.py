@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from embedserve.errors import InvalidArgument
+from embedserve.metric import Metric
 from embedserve.server.base import Parts, rpc
-from embedserve.store import Collection, CollectionSpec
+from embedserve.store import Collection, CollectionSpec, CollectionStats
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
-
-METRICS = ("cosine", "ip", "l2")
 
 
 class CollectionService(pb_grpc.CollectionServiceServicer):
@@ -18,9 +17,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
     @rpc("CreateCollection")
     async def CreateCollection(self, request: pb.CreateCollectionRequest, context) -> pb.CollectionInfo:
         model = self.parts.model(request.model)
-        metric = request.metric or model.manifest.metric
-        if metric not in METRICS:
-            raise InvalidArgument(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        metric = Metric.parse(request.metric) if request.metric else model.manifest.metric
         if request.train_size < 0:
             raise InvalidArgument("train_size must be >= 0")
         spec = CollectionSpec(
@@ -31,7 +28,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
             index_spec=request.index_spec or "Flat",
             train_size=request.train_size,
         )
-        collection = await self.parts.writing(self.parts.store.create, spec)
+        collection = await self.parts.pools.writing(self.parts.store.create, spec)
         return await self._info(collection)
 
     @rpc("ListCollections")
@@ -47,20 +44,20 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context
     ) -> pb.DeleteCollectionResponse:
-        await self.parts.writing(self.parts.store.delete, request.name)
+        await self.parts.pools.writing(self.parts.store.delete, request.name)
         return pb.DeleteCollectionResponse()
 
     async def _info(self, collection: Collection) -> pb.CollectionInfo:
-        stats = await self.parts.blocking(collection.stats)
+        stats = await self.parts.pools.reading(collection.stats)
         return collection_info(collection.spec, stats)
 
 
-def collection_info(spec, stats) -> pb.CollectionInfo:
+def collection_info(spec: CollectionSpec, stats: CollectionStats) -> pb.CollectionInfo:
     return pb.CollectionInfo(
         name=spec.name,
         model=spec.model,
         dim=spec.dim,
-        metric=spec.metric,
+        metric=spec.metric.value,
         index_spec=spec.index_spec,
         count=stats.count,
         trained=stats.trained,

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 
+from embedserve.models import Model
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.convert import array_to_tensor, input_content
+from embedserve.server.contents import input_content
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+from embedserve.wire import array_to_tensor
 
 
 class EmbedService(pb_grpc.EmbedServiceServicer):
@@ -34,27 +36,27 @@ class EmbedService(pb_grpc.EmbedServiceServicer):
         )
 
 
-def model_info(model) -> pb.ModelInfo:
+def model_info(model: Model) -> pb.ModelInfo:
     m = model.manifest
     towers = []
     for modality, tower in sorted(model.towers.items()):
         info = pb.TowerInfo(
             modality=modality,
-            execution_provider=tower.session.execution_provider,
-            providers=list(tower.session.providers),
+            execution_provider=tower.execution_provider,
+            providers=tower.providers,
             max_batch_size=tower.max_batch_size,
         )
-        if modality == "image":
+        if m.image is not None and modality == "image":
             info.channels = m.image.channels
             info.size.extend(m.image.size)
-        else:
+        elif m.text is not None:
             info.max_length = m.text.max_length
         towers.append(info)
     return pb.ModelInfo(
         name=m.name,
         version=str(m.version),
         dim=m.dim,
-        metric=m.metric,
+        metric=m.metric.value,
         normalize=m.normalize,
         towers=towers,
         provenance_json=json.dumps(m.provenance, sort_keys=True),

@@ -5,24 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from embedserve import knn
-from embedserve.errors import InvalidArgument, ResourceExhausted, item_error
-from embedserve.server import vectors
+from embedserve.errors import InvalidArgument, item_error
+from embedserve.limits import DEFAULT_SEARCH_K, check_k, check_search_params, check_support_work
+from embedserve.metric import Metric
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.convert import IdRef, query_content
-from embedserve.store import Hit
+from embedserve.server.contents import IdRef, query_content, resolve
+from embedserve.store import Collection, Hit
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
-
-MAX_K = 1024
-DEFAULT_SEARCH_K = 10
-MAX_SUPPORT_WORK = 2e10  # Q x S x D multiply-adds for one few-shot request (seconds of CPU, not minutes)
-
-
-def _k(value: int, default: int) -> int:
-    k = value or default
-    if not 1 <= k <= MAX_K:
-        raise InvalidArgument(f"k must be in 1..{MAX_K}, got {value}")
-    return k
 
 
 def _hit(hit: Hit, include_metadata: bool = True) -> pb.Hit:
@@ -38,19 +28,22 @@ class SearchService(pb_grpc.SearchServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    async def _collection_queries(self, collection, queries, context) -> tuple[np.ndarray, list[str | None]]:
+    async def _collection_queries(
+        self, collection: Collection, queries, context
+    ) -> tuple[np.ndarray, list[str | None]]:
         """Query vectors [Q, D] for a collection, and per query the id to leave out (search by id)."""
         if not queries:
             raise InvalidArgument("queries is empty")
         contents = [query_content(q, i) for i, q in enumerate(queries)]
-        matrix = await vectors.resolve(
+        matrix = await resolve(
             contents,
             dim=collection.spec.dim,
+            owner=f"collection '{collection.spec.name}'",
             model=self.parts.model_of(collection),
             model_name=collection.spec.model,
             collection=collection,
             deadline=deadline_of(context),
-            run_blocking=self.parts.blocking,
+            read=self.parts.pools.reading,
             noun="query",
         )
         exclude = [c.id if isinstance(c, IdRef) else None for c in contents]
@@ -58,13 +51,12 @@ class SearchService(pb_grpc.SearchServiceServicer):
 
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
-        k = _k(request.k, DEFAULT_SEARCH_K)
+        k = check_k(request.k or DEFAULT_SEARCH_K)
+        params = request.params
+        check_search_params(params.nprobe, params.ef_search)
         collection = self.parts.store.get(request.collection)
         matrix, exclude = await self._collection_queries(collection, request.queries, context)
-        params = request.params
-        if params.nprobe < 0 or params.ef_search < 0:
-            raise InvalidArgument("nprobe and ef_search must be >= 0")
-        hits = await self.parts.blocking(
+        hits = await self.parts.pools.reading(
             lambda: collection.search(
                 matrix,
                 k,
@@ -80,7 +72,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
 
     @rpc("Classify")
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
-        k = _k(request.k, knn.DEFAULT_K)
+        k = check_k(request.k or knn.DEFAULT_K)
         temperature = request.temperature or knn.DEFAULT_TEMPERATURE
         if not temperature > 0 or not np.isfinite(temperature):
             raise InvalidArgument(f"temperature must be positive, got {request.temperature}")
@@ -92,10 +84,14 @@ class SearchService(pb_grpc.SearchServiceServicer):
             neighbours, metric = await self._support_neighbours(request, k, context)
         else:
             raise InvalidArgument("give a collection or a support set to classify against")
+        votes = knn.vote(
+            [[h.score for h in row] for row in neighbours],
+            [[h.label for h in row] for row in neighbours],  # type: ignore[misc]  (labelled only)
+            metric,
+            temperature,
+        )
         results = []
-        for row in neighbours:
-            sims = np.array([knn.similarity(h.score, metric) for h in row], dtype=np.float64)
-            vote = knn.knn_vote(sims, [h.label for h in row], temperature)
+        for vote, row in zip(votes, neighbours, strict=True):
             result = pb.Classification(has_prediction=vote.label is not None)
             if vote.label is not None:
                 result.label = vote.label
@@ -108,61 +104,50 @@ class SearchService(pb_grpc.SearchServiceServicer):
             results.append(result)
         return pb.ClassifyResponse(results=results)
 
-    async def _collection_neighbours(self, request, k, context) -> tuple[list[list[Hit]], str]:
+    async def _collection_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric]:
         collection = self.parts.store.get(request.collection)
         matrix, exclude = await self._collection_queries(collection, request.queries, context)
-        hits = await self.parts.blocking(
+        hits = await self.parts.pools.reading(
             lambda: collection.search(matrix, k, labelled_only=True, exclude=exclude)
         )
         return hits, collection.spec.metric
 
-    async def _support_neighbours(self, request, k, context) -> tuple[list[list[Hit]], str]:
+    async def _support_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric]:
+        """The k nearest support examples per query, as hits whose id is the example's position."""
         if not request.queries:
             raise InvalidArgument("queries is empty")
         support = [
             query_content(ex.example, i, noun="support", allow_id=False)
             for i, ex in enumerate(request.support)
         ]
-        for i, ex in enumerate(request.support):
-            if not ex.label:
+        labels = [ex.label for ex in request.support]
+        for i, label in enumerate(labels):
+            if not label:
                 raise item_error(InvalidArgument, i, "label is empty", noun="support")
         queries = [query_content(q, i, allow_id=False) for i, q in enumerate(request.queries)]
         needs_model = any(not isinstance(c, np.ndarray) for c in support + queries)
-        model = None
-        if needs_model or request.model:
-            model = self.parts.model(request.model)
+        model = self.parts.model(request.model) if needs_model or request.model else None
         if model is not None:
-            dim, metric = model.manifest.dim, model.manifest.metric
+            dim, metric, owner = model.dim, model.manifest.metric, f"model '{model.name}'"
         else:
-            dim, metric = support[0].shape[0], "cosine"
-        metric = request.metric or metric
-        if metric not in ("cosine", "ip", "l2"):
-            raise InvalidArgument(f"metric must be cosine, ip or l2, not {metric!r}")
+            dim, metric, owner = support[0].shape[0], Metric.COSINE, "support 0"  # type: ignore[union-attr]
+        metric = Metric.parse(request.metric) if request.metric else metric
+        check_support_work(len(queries), len(support), dim)
         common = dict(
             dim=dim,
+            owner=owner,
             model=model,
-            model_name=model.manifest.name if model else "",
+            model_name=model.name if model else "",
             collection=None,
             deadline=deadline_of(context),
-            run_blocking=self.parts.blocking,
+            read=self.parts.pools.reading,
         )
-        support_vecs = await vectors.resolve(support, noun="support", **common)
-        query_vecs = await vectors.resolve(queries, noun="query", **common)
-        for noun, matrix in (("support", support_vecs), ("query", query_vecs)):
-            bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-            if bad.size:
-                raise item_error(InvalidArgument, int(bad[0]), "vector contains NaN or Inf", noun=noun)
-        if len(query_vecs) * len(support_vecs) * dim > MAX_SUPPORT_WORK:
-            raise ResourceExhausted(
-                f"{len(queries)} queries x {len(support)} support examples x dim {dim} is over "
-                f"{MAX_SUPPORT_WORK:.0e} multiply-adds; index the support set in a collection instead"
-            )
-        if metric == "cosine":
-            support_vecs, query_vecs = knn.l2_normalize(support_vecs), knn.l2_normalize(query_vecs)
-        scores, order = await self.parts.blocking(knn.support_neighbours, query_vecs, support_vecs, k, metric)
-        labels = [ex.label for ex in request.support]
-        hits = [
-            [Hit(id=str(j), score=float(s), label=labels[j], metadata={}) for s, j in zip(srow, orow)]
-            for srow, orow in zip(scores, order)
-        ]
-        return hits, metric
+        support_vecs = await resolve(support, noun="support", **common)  # type: ignore[arg-type]
+        query_vecs = await resolve(queries, noun="query", **common)  # type: ignore[arg-type]
+        scores, order = await self.parts.pools.reading(
+            knn.support_neighbours, query_vecs, support_vecs, k, metric, owner
+        )
+        return [
+            [Hit(id=str(j), score=s, label=labels[j], metadata={}) for s, j in zip(srow, orow, strict=True)]
+            for srow, orow in zip(scores.tolist(), order.tolist(), strict=True)
+        ], metric

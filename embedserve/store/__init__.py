@@ -1,12 +1,15 @@
 """Durable FAISS-backed collections: write-ahead log, snapshots, filtered search.
 
 Modules: ``spec`` (values), ``validate`` (batch checks), ``table`` (rows in numpy),
-``index`` (FAISS: training, selectors, rebuilds), ``gpu`` (optional GPU copies),
+``index`` (FAISS: index types, training, rebuilds), ``search`` (how a search gets
+exactly k hits: filters, tombstones, exact fallbacks), ``gpu`` (optional GPU copies),
 ``wal`` (log format, group commit), ``snapshot`` (atomic snapshots),
 ``collection`` (one collection, locking), ``store`` (the directory of collections).
 """
 
 from embedserve.store.collection import Collection
+from embedserve.store.gpu import gpu_available
+from embedserve.store.index import tune_faiss
 from embedserve.store.spec import NAME_RE, CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
 from embedserve.store.store import Store
 
@@ -19,4 +22,6 @@ __all__ = [
     "Store",
     "StoredItem",
     "UpsertResult",
+    "gpu_available",
+    "tune_faiss",
 ]

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import EmbedServeError, NotFound, Unavailable
-from embedserve.store.gpu import MAX_GPU_K, GpuContext, GpuMirror
+from embedserve.store import search as search_rules
+from embedserve.store.gpu import GpuContext, GpuMirror
 from embedserve.store.index import VectorIndex
 from embedserve.store.rwlock import RWLock
 from embedserve.store.snapshot import load_latest, write_snapshot
@@ -186,11 +187,8 @@ class Collection:
         """Top-k hits per query (float32 [Q, dim]), best first; fewer than k only if fewer items qualify.
 
         ``labels``: only items with one of these labels; ``labelled_only``: only items
-        with a label; ``exclude[i]``: an id to leave out of query i's hits. Filters run
-        exactly over the allowed rows when those are few, else inside FAISS as
-        IDSelectors with an exact redo of any query that comes back short (see
-        embedserve.store.index); an excluded id costs one extra result (k + 1
-        fetched), which makes exactly k come back without a per-query selector.
+        with a label; ``exclude[i]``: an id to leave out of query i's hits. How the
+        filters run and why exactly k come back: embedserve.store.search.
         """
         x, label_set, exclude = check_search(self.spec, queries, k, labels, exclude, nprobe, ef_search)
         if not len(x):
@@ -198,15 +196,18 @@ class Collection:
         with self._rw.read():
             self._check_open()
             table = self._table
-            mask = table.filter_mask(label_set, labelled_only)
-            allowed = table.n_live if mask is None else int(np.count_nonzero(mask))
-            if allowed == 0:
-                return [[] for _ in range(len(x))]
-            extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
-            fetch = min(k + extra, allowed)
-            filtered = label_set is not None or labelled_only
-            scores, rows = self._search_rows(table, x, fetch, mask, filtered, nprobe, ef_search)
-            return _hits(table, scores, rows, k, exclude)
+            return search_rules.search(
+                self._index,
+                self._gpu,
+                table,
+                x,
+                k,
+                table.filter_mask(label_set, labelled_only),
+                filtered=label_set is not None or labelled_only,
+                exclude=exclude,
+                nprobe=nprobe,
+                ef_search=ef_search,
+            )
 
     def stats(self) -> CollectionStats:
         with self._rw.read():
@@ -217,40 +218,10 @@ class Collection:
                 trained=index.trained,
                 train_size=index.train_size,
                 memory_bytes=table.nbytes + index.memory_bytes(),
-                gpu=self._gpu is not None,
+                gpu=self._gpu is not None and not self._gpu.failed,
             )
 
     # --- internals ---------------------------------------------------------------------------
-
-    def _search_rows(
-        self,
-        table: ItemTable,
-        x: np.ndarray,
-        k: int,
-        mask: np.ndarray | None,
-        filtered: bool,
-        nprobe: int,
-        ef: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        gpu = self._gpu
-        if gpu is not None and not filtered:
-            # a GPU index ignores IDSelectors: fetch enough to drop every tombstone and still have k
-            fetch = min(k + table.n_dead, table.n_rows)
-            if fetch <= MAX_GPU_K:
-                try:
-                    scores, rows = gpu.search(x, fetch, nprobe)
-                except RuntimeError as err:
-                    log.warning(
-                        "collection '%s': GPU search failed (%s); searching on CPU from now",
-                        self.spec.name,
-                        err,
-                    )
-                    self._gpu = None
-                else:
-                    if table.n_dead:
-                        rows = np.where((rows >= 0) & table.live[np.maximum(rows, 0)], rows, -1)
-                    return self._index.fill_short(x, k, scores, rows, mask, table.vectors)
-        return self._index.search(x, k, mask, table.vectors, nprobe, ef, tombstones_only=not filtered)
 
     def _apply_upsert(
         self, ids: list[str], x: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
@@ -259,11 +230,7 @@ class Collection:
             inserted, replaced = self._table.append(ids, x, labels, metadata)
             self._index.add(x)
             if self._gpu is not None:
-                try:
-                    self._gpu.add(x)
-                except RuntimeError as err:
-                    log.warning("collection '%s': GPU add failed (%s); searching on CPU", self.spec.name, err)
-                    self._gpu = None
+                self._gpu.add(x)
         return UpsertResult(inserted, replaced)
 
     def _replay(self, record: WalRecord) -> None:
@@ -380,24 +347,3 @@ class Collection:
         self._check_open()
         if self._broken is not None:
             raise Unavailable(self._broken)
-
-
-def _hits(
-    table: ItemTable, scores: np.ndarray, rows: np.ndarray, k: int, exclude: list[str | None] | None
-) -> list[list[Hit]]:
-    """Hits from FAISS output ([q, fetch] each), skipping -1 padding, tombstones and excluded ids."""
-    out = []
-    for q, (q_scores, q_rows) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True)):
-        skip = exclude[q] if exclude is not None else None
-        hits: list[Hit] = []
-        for score, row in zip(q_scores, q_rows, strict=True):
-            if row < 0:
-                continue
-            item_id = table.ids[row]
-            if item_id is None or item_id == skip:
-                continue
-            hits.append(Hit(item_id, score, table.label(row), dict(table.metadata[row])))  # type: ignore[arg-type]
-            if len(hits) == k:
-                break
-        out.append(hits)
-    return out

@@ -1,9 +1,10 @@
 """Optional GPU copies of collection indexes, used for searches a GPU index can answer exactly as asked.
 
 The CPU index stays the source of truth (snapshots, rebuilds, filtered searches).
-FAISS GPU indexes ignore IDSelectors, so the collection sends a search here only
-when it needs no label filter, and over-fetches by the number of tombstones so
-dead rows can be dropped afterwards (see Collection.search).
+FAISS GPU indexes ignore IDSelectors, so a search comes here only when it needs
+no label filter, and over-fetches by the number of tombstones so dead rows can
+be dropped afterwards (see embedserve.store.search). A mirror whose add or
+search fails is marked ``failed`` and never used again: searches go to the CPU.
 """
 
 from __future__ import annotations
@@ -67,26 +68,43 @@ class GpuContext:
             )
             return None
         ivf = isinstance(faiss.downcast_index(index), faiss.IndexIVF)
-        return GpuMirror(self, gpu_index, ivf)
+        return GpuMirror(self, gpu_index, ivf, name)
 
 
 class GpuMirror:
     """A GPU index kept in step with a CPU index by the same adds (ids 0..ntotal-1 in both)."""
 
-    def __init__(self, context: GpuContext, index: faiss.Index, ivf: bool) -> None:
+    def __init__(self, context: GpuContext, index: faiss.Index, ivf: bool, name: str) -> None:
         self._context = context
         self.index = index
         self._ivf = ivf  # only a bare IVF index takes SearchParametersIVF for nprobe on GPU
+        self._name = name
+        self.failed = False
 
     def add(self, vectors: np.ndarray) -> None:
-        with self._context.lock:
-            self.index.add(vectors)
+        """Add as the CPU index did; on a GPU error the mirror is marked failed (logged)."""
+        if self.failed:
+            return
+        try:
+            with self._context.lock:
+                self.index.add(vectors)
+        except RuntimeError as err:
+            self._fail("add", err)
 
-    def search(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """Unfiltered top-k (k <= MAX_GPU_K): scores float32 [q, k], rows int64 [q, k] (-1 padded)."""
+    def search(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Unfiltered top-k (k <= MAX_GPU_K): scores float32 [q, k], rows int64 [q, k] (-1 padded);
+        None when the GPU failed (the mirror is then marked failed)."""
         params = None
         if nprobe and self._ivf:
             params = faiss.SearchParametersIVF()
             params.nprobe = nprobe
-        with self._context.lock:
-            return self.index.search(x, k, params=params)
+        try:
+            with self._context.lock:
+                return self.index.search(x, k, params=params)
+        except RuntimeError as err:
+            self._fail("search", err)
+            return None
+
+    def _fail(self, what: str, err: RuntimeError) -> None:
+        self.failed = True
+        log.warning("collection '%s': GPU %s failed (%s); searching on CPU from now", self._name, what, err)

@@ -1,4 +1,4 @@
-"""The FAISS side of a collection: index choice, training, filtered search, rebuilds.
+"""The FAISS side of a collection: index choice, training, rebuilds, and the raw index call.
 
 FAISS ids are the rows of the collection's ItemTable (0..n_rows-1, dead rows
 included), so ``index.ntotal == table.n_rows`` always holds and no id map is
@@ -6,23 +6,10 @@ needed. Deleted rows stay in the index as tombstones that searches leave out;
 the collection rebuilds the index from its live rows when tombstones pile up.
 This works for every index type, including those without ``remove_ids`` (HNSW).
 
-Restricted searches (a label filter, ``labelled_only``, tombstones) return k
-hits whenever k rows qualify, by one rule (``VectorIndex.search``):
-
-* only tombstones to hide, and few of them (up to 1024 for exhaustive types such
-  as Flat, up to k for HNSW/IVF): the index is searched without a selector for
-  k + n_dead and dead rows are dropped; a selector would cost more than that;
-* at most max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * rows) rows allowed (2048 or
-  5 %): those rows are searched exactly (``faiss.knn`` over their vectors, with
-  the collection's metric), which is cheap at that size and more accurate than a
-  graph or inverted lists that hold few allowed rows near the query;
-* otherwise the index is searched with an IDSelector (types that take none
-  over-fetch past up to 1024 tombstones, or else search the allowed rows
-  exactly), and any query that still came back with fewer than k rows (an HNSW
-  walk or IVF probe that met too few allowed rows) is redone exactly.
-
 An index type that needs training (IVF, PQ, ...) starts as an exact IndexFlat
 with the same metric and is trained once ``train_size`` live vectors exist.
+How searches use the index (filters, tombstones, exactly k hits) is the job of
+``embedserve.store.search``.
 """
 
 from __future__ import annotations
@@ -34,14 +21,15 @@ import faiss
 import numpy as np
 
 from embedserve.errors import InvalidArgument
+from embedserve.metric import Metric
 from embedserve.store.spec import CollectionSpec
 
 log = logging.getLogger("embedserve.store")
 
 FAISS_METRICS = {
-    "cosine": faiss.METRIC_INNER_PRODUCT,
-    "ip": faiss.METRIC_INNER_PRODUCT,
-    "l2": faiss.METRIC_L2,
+    Metric.COSINE: faiss.METRIC_INNER_PRODUCT,  # over L2-normalised vectors
+    Metric.IP: faiss.METRIC_INNER_PRODUCT,
+    Metric.L2: faiss.METRIC_L2,
 }
 
 # index types that take sequential adds (ids = rows) and plain search; wrappers are looked through
@@ -55,10 +43,6 @@ _SUPPORTED = (
     faiss.IndexFastScan,
     faiss.IndexAdditiveQuantizer,
 )
-_MAX_OVERFETCH = 1024  # tombstones an unfiltered search may over-fetch past instead of using a selector
-EXACT_MAX_ROWS = 2048  # a filter allowing at most max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * rows) rows ...
-EXACT_MAX_FRACTION = 0.05  # ... is searched exactly over those rows, not through the index
-_EXACT_CHUNK_BYTES = 32 << 20  # exact search copies the allowed vectors this many bytes at a time
 _CODEBOOK_RE = re.compile(r"(?:PQ|RQ|LSQ)\d+(?:x(\d+))?")
 
 
@@ -214,126 +198,17 @@ class VectorIndex:
 
     # --- search (shared) -----------------------------------------------------------------------
 
-    def search(
-        self,
-        x: np.ndarray,
-        k: int,
-        mask: np.ndarray | None,
-        vectors: np.ndarray,
-        nprobe: int = 0,
-        ef_search: int = 0,
-        *,
-        tombstones_only: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of float32 queries [q, dim] among rows where ``mask`` (bool [n_rows]) is True, or all rows.
+    @property
+    def graph_or_lists(self) -> bool:
+        """True for HNSW and IVF indexes (searched by walking a graph or probing lists), which check an
+        IDSelector almost for free but pay for every extra result; False for exhaustive scans."""
+        return self._params_ok and isinstance(_unwrap(self.index)[0], faiss.IndexIVF | faiss.IndexHNSW)
 
-        Returns (scores float32 [q, >= k], rows int64 [q, >= k]), best first; -1 rows
-        mark missing or left-out results (callers skip them). ``k`` must not exceed the
-        number of allowed rows, and every query gets k valid rows: see the module
-        docstring for how (exact search over ``vectors``, float32 [n_rows, dim], for small
-        allowed sets and for queries the index answered short). ``tombstones_only``:
-        ``mask`` hides nothing but dead rows, so the index may be searched without a
-        selector for k + n_dead and the dead rows dropped.
-        """
-        if mask is None:
-            found = self._search_index(x, k, None, nprobe, ef_search)
-            assert found is not None
-            return self.fill_short(x, k, *found, None, vectors)
-        n_allowed = int(np.count_nonzero(mask))
-        n_dead = len(mask) - n_allowed if tombstones_only else None
-        if n_dead is not None and n_dead <= self._overfetch_limit(k):
-            return self._overfetch(x, k, n_dead, mask, vectors, nprobe, ef_search)
-        if n_allowed <= max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * len(mask)):
-            return self.exact(x, k, np.flatnonzero(mask), vectors)
-        found = self._search_index(x, k, mask, nprobe, ef_search)
-        if found is not None:
-            return self.fill_short(x, k, *found, mask, vectors)
-        # this index type takes no IDSelector
-        if n_dead is not None and n_dead <= _MAX_OVERFETCH:
-            return self._overfetch(x, k, n_dead, mask, vectors, nprobe, ef_search)
-        return self.exact(x, k, np.flatnonzero(mask), vectors)
-
-    def fill_short(
-        self,
-        x: np.ndarray,
-        k: int,
-        scores: np.ndarray,
-        rows: np.ndarray,
-        mask: np.ndarray | None,
-        vectors: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Redo exactly (over the rows ``mask`` allows) every query with fewer than k valid rows (>= 0)."""
-        short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < k)
-        if not len(short):
-            return scores, rows
-        allowed = np.flatnonzero(mask) if mask is not None else None
-        exact_scores, exact_rows = self.exact(x[short], k, allowed, vectors)
-        scores, rows = np.array(scores, copy=True), np.array(rows, copy=True)
-        rows[short] = -1
-        scores[short, :k] = exact_scores
-        rows[short, :k] = exact_rows
-        return scores, rows
-
-    def exact(
-        self, x: np.ndarray, k: int, allowed: np.ndarray | None, vectors: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k with the collection's metric over ``vectors[allowed]`` (all rows if None), as rows.
-
-        The allowed rows are copied a bounded chunk at a time, so a large allowed set
-        costs no more memory than ``_EXACT_CHUNK_BYTES``.
-        """
-        if allowed is None:
-            return faiss.knn(x, vectors, k, metric=self.metric)
-        chunk = max(k, _EXACT_CHUNK_BYTES // (4 * self.spec.dim))
-        best = (
-            np.full((len(x), k), np.inf if self.metric == faiss.METRIC_L2 else -np.inf, np.float32),
-            np.full((len(x), k), -1, np.int64),
-        )
-        for start in range(0, len(allowed), chunk):
-            part = allowed[start : start + chunk]
-            scores, found = faiss.knn(x, vectors[part], k, metric=self.metric)
-            rows = np.where(found >= 0, part[np.maximum(found, 0)], -1)
-            if start:
-                scores, rows = np.hstack([best[0], scores]), np.hstack([best[1], rows])
-                key = scores if self.metric == faiss.METRIC_L2 else -scores
-                order = np.argsort(key, axis=1, kind="stable")[:, :k]
-                scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-            best = scores, rows
-        return best
-
-    def _overfetch(
-        self,
-        x: np.ndarray,
-        k: int,
-        n_dead: int,
-        mask: np.ndarray,
-        vectors: np.ndarray,
-        nprobe: int,
-        ef_search: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """k + n_dead from the index without a selector, dead rows dropped (``mask`` = live rows)."""
-        found = self._search_index(x, min(k + n_dead, len(mask)), None, nprobe, ef_search)
-        assert found is not None
-        scores, rows = found
-        rows = np.where((rows >= 0) & mask[np.maximum(rows, 0)], rows, -1)
-        return self.fill_short(x, k, scores, rows, mask, vectors)
-
-    def _overfetch_limit(self, k: int) -> int:
-        """Most tombstones an unfiltered search over-fetches past instead of using an IDSelector.
-
-        An exhaustive scan (Flat, SQ, PQ, ...) loses its fast batched path to a
-        selector (about 3x slower for a 100k Flat), while a larger k only grows its
-        result heaps; HNSW and IVF check a selector almost for free but pay for each
-        extra result (larger efSearch, longer heaps), so there only up to k.
-        """
-        if self._params_ok and isinstance(_unwrap(self.index)[0], faiss.IndexIVF | faiss.IndexHNSW):
-            return k
-        return _MAX_OVERFETCH
-
-    def _search_index(
-        self, x: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int, ef_search: int
+    def search_index(
+        self, x: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int = 0, ef_search: int = 0
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The index's own top-k, restricted to ``mask`` by an IDSelector; None if it takes no selector."""
+        """The index's own top-k (scores float32 [q, k], rows int64 [q, k], -1 padded), restricted to
+        ``mask`` (bool [n_rows]) by an IDSelector; None if this index type takes no selector."""
         sel = bitmap = None
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from embedserve.errors import FailedPrecondition, InvalidArgument
+from embedserve.metric import Metric
 
 NAME_RE = r"[A-Za-z0-9_-]{1,64}"
-METRICS = ("cosine", "ip", "l2")
 SPEC_VERSION = 1
 
 
@@ -22,10 +22,13 @@ class CollectionSpec:
     name: str
     model: str  # bundle name the collection embeds with (opaque to the store)
     dim: int
-    metric: str  # "cosine" | "ip" | "l2"
+    metric: Metric  # a metric name is accepted and parsed (InvalidArgument if unknown)
     index_spec: str = "Flat"  # FAISS index_factory string
     train_size: int = 0  # 0 = automatic, see embedserve.store.index.auto_train_size
     created_at: float = 0.0  # unix seconds; Store.create fills it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metric", Metric.parse(self.metric))
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,6 @@ def check_spec_fields(spec: CollectionSpec) -> None:
         raise InvalidArgument(f"collection '{spec.name}': model must be a string")
     if isinstance(spec.dim, bool) or not isinstance(spec.dim, int) or spec.dim < 1:
         raise InvalidArgument(f"collection '{spec.name}': dim must be a positive integer, got {spec.dim!r}")
-    if spec.metric not in METRICS:
-        raise InvalidArgument(
-            f"collection '{spec.name}': metric must be one of {', '.join(METRICS)}, not {spec.metric!r}"
-        )
     if not isinstance(spec.index_spec, str) or not spec.index_spec:
         raise InvalidArgument(f"collection '{spec.name}': index_spec must be a non-empty string")
     if isinstance(spec.train_size, bool) or not isinstance(spec.train_size, int) or spec.train_size < 0:
@@ -92,7 +91,8 @@ def check_spec_fields(spec: CollectionSpec) -> None:
 
 def spec_to_json(spec: CollectionSpec) -> bytes:
     """``collection.json`` contents: the spec fields plus a format ``version``."""
-    return json.dumps({"version": SPEC_VERSION, **asdict(spec)}, indent=2, sort_keys=True).encode()
+    doc = {"version": SPEC_VERSION, **asdict(spec), "metric": spec.metric.value}
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
 def spec_from_json(data: bytes, where: str) -> CollectionSpec:

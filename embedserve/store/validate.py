@@ -7,10 +7,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from embedserve.errors import InvalidArgument, item_error
+from embedserve.limits import MAX_ID_BYTES, check_k, check_search_params
 from embedserve.store.spec import CollectionSpec
-
-MAX_ID_BYTES = 256
-MAX_K = 1024
+from embedserve.vectors import dimension_error, prepare
 
 
 def check_id_list(ids: object, noun: str = "item") -> list[str]:
@@ -56,48 +55,22 @@ def check_new_ids(ids: object) -> list[str]:
 def check_vectors(vectors: object, n: int, spec: CollectionSpec, noun: str = "item") -> np.ndarray:
     """float32 [n, dim], C-contiguous; rows L2-normalised for cosine. Names the first bad row."""
     dim = spec.dim
+    owner = f"collection '{spec.name}'"
     if not isinstance(vectors, np.ndarray) and isinstance(vectors, Iterable):
         # a list of rows: find a short/long row before numpy refuses the ragged list
         vectors = list(vectors)
         for i, row in enumerate(vectors):
             if hasattr(row, "__len__") and len(row) != dim:
-                raise _dim_error(i, len(row), spec, noun)
+                raise dimension_error(i, len(row), dim, owner, noun)
     try:
         x = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as err:
         raise InvalidArgument(f"vectors must be a float32 array [N, {dim}]: {err}") from None
     if n == 0 and x.size == 0:
         return np.empty((0, dim), dtype=np.float32)
-    if x.ndim != 2:
-        raise InvalidArgument(f"vectors must be a 2-D array [N, {dim}], got shape {x.shape}")
-    if x.shape[0] != n:
+    if x.ndim == 2 and x.shape[0] != n:
         raise InvalidArgument(f"got {x.shape[0]} vectors for {n} {noun}s")
-    if x.shape[1] != dim:
-        raise _dim_error(0, x.shape[1], spec, noun)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        raise item_error(InvalidArgument, int(np.argmin(finite)), "vector contains NaN or Inf", noun=noun)
-    if spec.metric == "cosine":
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-        zero = norms == 0
-        if zero.any():
-            raise item_error(
-                InvalidArgument,
-                int(np.argmax(zero)),
-                "vector is all zeros, which has no cosine direction",
-                noun=noun,
-            )
-        return np.ascontiguousarray(x * (1.0 / norms).astype(np.float32)[:, None])
-    return np.ascontiguousarray(x)
-
-
-def _dim_error(i: int, got: int, spec: CollectionSpec, noun: str) -> InvalidArgument:
-    return item_error(  # type: ignore[return-value]
-        InvalidArgument,
-        i,
-        f"vector has dimension {got}, collection '{spec.name}' expects {spec.dim}",
-        noun=noun,
-    )
+    return prepare(x, dim, spec.metric, owner, noun)
 
 
 def check_upsert(
@@ -144,11 +117,8 @@ def check_search(
     ef_search: object,
 ) -> tuple[np.ndarray, set[str] | None, list[str | None] | None]:
     """(queries float32 [q, dim], the label set, the per-query excluded ids) or InvalidArgument."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-        raise InvalidArgument(f"k must be in 1..{MAX_K}, got {k!r}")
-    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise InvalidArgument(f"{name} must be an integer >= 0, got {value!r}")
+    check_k(k)
+    check_search_params(nprobe, ef_search)
     n = len(queries) if hasattr(queries, "__len__") else -1
     x = check_vectors(queries, n, spec, noun="query")
     label_set = None

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from embedserve.models import ModelRegistry, RuntimeOptions
+from embedserve.config import ServerConfig
+from embedserve.models import ModelRegistry
 from tests.tiny_models import make_clip_bundle, make_image_bundle, make_text_bundle
 
 
@@ -35,6 +36,6 @@ def executors() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
 @pytest.fixture
 def registry(bundle_dirs: dict[str, Path], executors) -> ModelRegistry:
     """A registry with every tiny bundle loaded (not started: start inside the test's loop)."""
-    registry = ModelRegistry(RuntimeOptions(device="cpu", max_delay_ms=2.0), *executors)
+    registry = ModelRegistry(ServerConfig(device="cpu", max_delay_ms=2.0), *executors)
     registry.load(list(bundle_dirs.values()))
     return registry

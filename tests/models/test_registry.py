@@ -11,12 +11,12 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from embedserve.config import ServerConfig
 from embedserve.errors import DeadlineExceeded, InvalidArgument, NotFound
 from embedserve.models import (
     BundleError,
     ImageInput,
     ModelRegistry,
-    RuntimeOptions,
     TextInput,
     TextPreprocessor,
 )
@@ -83,7 +83,7 @@ def test_coalesced_texts_of_different_lengths(registry: ModelRegistry, bundle_di
 
 def test_text_pooled_outside_the_graph(tmp_path: Path, bundle_dirs, executors) -> None:
     pooled = make_text_bundle(tmp_path, "tiny-text-tokens", max_length=8, pooling="mean")
-    registry = ModelRegistry(RuntimeOptions(device="cpu"), *executors)
+    registry = ModelRegistry(ServerConfig(device="cpu"), *executors)
     registry.load([pooled])
     texts = ["a red car", "dog", "the small white bird in a tree"]
 
@@ -150,7 +150,7 @@ def test_errors_name_the_item(registry: ModelRegistry, model: str, inputs, error
 def test_batches_are_reported_and_bad_items_never_computed(bundle_dirs, executors) -> None:
     sizes: dict[tuple[str, str], list[int]] = {}
     registry = ModelRegistry(
-        RuntimeOptions(device="cpu", max_batch_size=4),
+        ServerConfig(device="cpu", max_batch_size=4),
         *executors,
         on_batch=lambda model, modality: sizes.setdefault((model, modality), []).append,
     )
@@ -205,7 +205,7 @@ def test_graph_that_disagrees_with_manifest(tmp_path: Path, executors) -> None:
     manifest = json.loads((bundle / "embedserve.json").read_text())
     manifest["dim"] = 32
     (bundle / "embedserve.json").write_text(json.dumps(manifest))
-    registry = ModelRegistry(RuntimeOptions(device="cpu"), *executors)
+    registry = ModelRegistry(ServerConfig(device="cpu"), *executors)
     with pytest.raises(BundleError, match="warm-up batch of 2 failed"):
         registry.load([bundle])
     assert registry.list() == []
@@ -213,9 +213,9 @@ def test_graph_that_disagrees_with_manifest(tmp_path: Path, executors) -> None:
 
 def test_runtime_options_are_checked() -> None:
     with pytest.raises(ValueError, match="device"):
-        RuntimeOptions(device="gpu")
+        ServerConfig(device="gpu")
     with pytest.raises(ValueError):
-        RuntimeOptions(max_batch_size=0)
+        ServerConfig(max_batch_size=0)
 
 
 @pytest.mark.gpu
@@ -224,7 +224,7 @@ def test_runtime_options_are_checked() -> None:
     reason="needs onnxruntime with CUDAExecutionProvider and a GPU",
 )
 def test_cuda_is_really_used(bundle_dirs, executors) -> None:
-    registry = ModelRegistry(RuntimeOptions(device="cuda"), *executors)
+    registry = ModelRegistry(ServerConfig(device="cuda"), *executors)
     registry.load([bundle_dirs["tiny-clip"]])
     model = registry.get("tiny-clip")
     for tower in model.towers.values():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embedserve.store import Store
-from embedserve.store import index as index_module
+from embedserve.store import search as search_module
 from tests.store.conftest import brute_force, clustered, ids_for, random_vectors, spec, upsert_plain
 
 N, DIM = 20_000, 64
@@ -229,7 +229,7 @@ def test_short_index_answers_are_redone_exactly(store):
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_exact_filtered_search_merges_chunks(store, monkeypatch, metric):
-    monkeypatch.setattr(index_module, "_EXACT_CHUNK_BYTES", 4 * 16 * 100)  # 100 rows per chunk
+    monkeypatch.setattr(search_module, "EXACT_CHUNK_BYTES", 4 * 16 * 100)  # 100 rows per chunk
     base = random_vectors(3000, 16, seed=16)
     labels = [str(i % 3) for i in range(3000)]
     ids = ids_for(3000)

@@ -1,14 +1,14 @@
-"""IndexService: Upsert, UpsertStream, Delete, Get."""
+"""IndexService: writing and reading items of a collection (Upsert, UpsertStream, Delete, Get)."""
 
 from __future__ import annotations
 
 from embedserve.errors import EmbedServeError, InvalidArgument
-from embedserve.server import vectors
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.convert import array_to_tensor, item_content
+from embedserve.server.contents import item_content, resolve
 from embedserve.store import UpsertResult
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+from embedserve.wire import array_to_tensor
 
 
 class IndexService(pb_grpc.IndexServiceServicer):
@@ -21,18 +21,21 @@ class IndexService(pb_grpc.IndexServiceServicer):
         collection = parts.store.get(request.collection)
         items = request.items
         contents = [item_content(item, i) for i, item in enumerate(items)]
-        matrix = await vectors.resolve(
+        matrix = await resolve(
             contents,
             dim=collection.spec.dim,
+            owner=f"collection '{collection.spec.name}'",
             model=parts.model_of(collection),
             model_name=collection.spec.model,
             collection=None,
             deadline=deadline_of(context),
-            run_blocking=parts.blocking,
+            read=parts.pools.reading,
         )
         labels = [item.label if item.HasField("label") else None for item in items]
         metadata = [dict(item.metadata) for item in items]
-        result = await parts.writing(collection.upsert, [item.id for item in items], matrix, labels, metadata)
+        result = await parts.pools.writing(
+            collection.upsert, [item.id for item in items], matrix, labels, metadata
+        )
         parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
         return result
 
@@ -60,7 +63,7 @@ class IndexService(pb_grpc.IndexServiceServicer):
     @rpc("Delete")
     async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
         collection = self.parts.store.get(request.collection)
-        deleted = await self.parts.writing(collection.delete, list(request.ids), request.allow_missing)
+        deleted = await self.parts.pools.writing(collection.delete, list(request.ids), request.allow_missing)
         self.parts.metrics.items.labels(collection.spec.name, "delete").inc(deleted)
         return pb.DeleteResponse(deleted=deleted)
 
@@ -69,7 +72,7 @@ class IndexService(pb_grpc.IndexServiceServicer):
         collection = self.parts.store.get(request.collection)
         if not request.ids:
             raise InvalidArgument("ids is empty")
-        items = await self.parts.blocking(collection.get, list(request.ids), request.include_vector)
+        items = await self.parts.pools.reading(collection.get, list(request.ids), request.include_vector)
         out = []
         for item in items:
             stored = pb.StoredItem(id=item.id, metadata=item.metadata)

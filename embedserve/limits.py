@@ -1,0 +1,43 @@
+"""Limits on one request's work, and the checks that enforce them, defined once.
+
+The server checks these when a request arrives, before any work; the store
+calls the same checks for callers that use it directly as a library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedserve.errors import InvalidArgument, ResourceExhausted
+
+MAX_K = 1024  # results per query (Search, Classify)
+DEFAULT_SEARCH_K = 10  # Search when the request leaves k at 0
+MAX_ID_BYTES = 256  # UTF-8 bytes of an item id
+MAX_SUPPORT_WORK = 2e10  # queries x support examples x dim multiply-adds in one few-shot Classify
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_k(k: object) -> int:
+    """``k`` if it is an integer in 1..MAX_K; InvalidArgument otherwise."""
+    if not _is_int(k) or not 1 <= k <= MAX_K:  # type: ignore[operator]
+        raise InvalidArgument(f"k must be in 1..{MAX_K}, got {k!r}")
+    return int(k)  # type: ignore[arg-type]
+
+
+def check_search_params(nprobe: object, ef_search: object) -> None:
+    """``nprobe`` and ``ef_search`` are integers >= 0 (0 = the index's own setting)."""
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if not _is_int(value) or value < 0:  # type: ignore[operator]
+            raise InvalidArgument(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def check_support_work(queries: int, support: int, dim: int) -> None:
+    """A few-shot Classify costs queries x support x dim multiply-adds; ResourceExhausted over the limit."""
+    if queries * support * dim > MAX_SUPPORT_WORK:
+        raise ResourceExhausted(
+            f"{queries} queries x {support} support examples x dim {dim} is over "
+            f"{MAX_SUPPORT_WORK:.0e} multiply-adds; index the support set in a collection instead"
+        )

@@ -1,0 +1,139 @@
+"""A loaded bundle and its request path: validate → decode/tokenize → batch → run → reassemble.
+
+``Model.embed``: validate every input → decode images / tokenize texts in the
+decode pool → submit to the tower batchers (image and text at once) → inference
+in the infer pool (padding, pooling and L2 normalisation happen there, off the
+event loop) → rows reassembled in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from embedserve.errors import DeadlineExceeded, EmbedServeError, InvalidArgument, item_error
+from embedserve.models.bundle import Manifest
+from embedserve.models.image import ImagePreprocessor
+from embedserve.models.inputs import ImageInput, ModelInput, TextInput
+from embedserve.models.text import TextPreprocessor
+from embedserve.models.tower import Tower
+
+IMAGE_CHUNK = 8  # images decoded per executor task
+
+
+class Model:
+    """A loaded bundle: its manifest and its towers ("image" and/or "text")."""
+
+    def __init__(self, manifest: Manifest, towers: dict[str, Tower], decode_executor: Executor) -> None:
+        self.manifest = manifest
+        self.towers = towers
+        self._decode = decode_executor
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    async def embed(self, inputs: list[ModelInput], *, deadline: float | None = None) -> np.ndarray:
+        """Embed a mixed list of inputs → float32 [len(inputs), dim], in input order.
+
+        All-or-nothing: the first bad item (by index) fails the call as a typed
+        error "item i: ..."; nothing is computed unless every item is valid.
+        """
+        by_modality: dict[str, list[int]] = {"image": [], "text": []}
+        for i, item in enumerate(inputs):
+            modality = (
+                "image" if isinstance(item, ImageInput) else "text" if isinstance(item, TextInput) else ""
+            )
+            if not modality:
+                raise item_error(
+                    InvalidArgument, i, f"expected an image or a text, got {type(item).__name__}"
+                )
+            if modality not in self.towers:
+                raise item_error(InvalidArgument, i, f"model '{self.name}' has no {modality} tower")
+            if modality == "text" and not item.text.strip():  # type: ignore[union-attr]
+                raise item_error(InvalidArgument, i, "text is empty")
+            by_modality[modality].append(i)
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        if not inputs:
+            return out
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded(f"model '{self.name}': deadline exceeded before preprocessing")
+
+        jobs = {m: self._preprocess(m, idx, inputs) for m, idx in by_modality.items() if idx}
+        prepared = dict(zip(jobs, await _all(list(jobs.values())), strict=True))
+        errors = [error for _, error in prepared.values() if error is not None]
+        if errors:
+            raise min(errors, key=lambda e: e[0])[1]
+
+        submits = [self.towers[m].batcher.submit(items, deadline) for m, (items, _) in prepared.items()]
+        for m, rows in zip(prepared, await _all(submits), strict=True):
+            out[by_modality[m]] = rows
+        return out
+
+    async def _preprocess(
+        self, modality: str, indices: list[int], inputs: list[Any]
+    ) -> tuple[list[np.ndarray], tuple[int, EmbedServeError] | None]:
+        """Preprocessed items of one modality, and their first item error (index, error) if any."""
+        loop = asyncio.get_running_loop()
+        pre = self.towers[modality].preprocessor
+        if isinstance(pre, TextPreprocessor):
+            texts = [inputs[i].text for i in indices]
+            ids = await loop.run_in_executor(self._decode, pre.tokenize, texts)
+            empty = [i for i, row in zip(indices, ids, strict=True) if row.size == 0]
+            if empty:
+                return ids, (empty[0], item_error(InvalidArgument, empty[0], "text has no tokens"))
+            return ids, None
+        assert isinstance(pre, ImagePreprocessor)
+        # a few chunks, not a task per image: each executor hop costs more than a small decode
+        chunks = [indices[j : j + IMAGE_CHUNK] for j in range(0, len(indices), IMAGE_CHUNK)]
+        jobs = [
+            loop.run_in_executor(
+                self._decode, _preprocess_images, pre, [inputs[i].data for i in chunk], chunk
+            )
+            for chunk in chunks
+        ]
+        arrays: list[np.ndarray] = []
+        for result in await asyncio.gather(*jobs):
+            chunk_arrays, error = result
+            if error is not None:
+                return [], error
+            arrays.extend(chunk_arrays)
+        return arrays, None
+
+
+def _preprocess_images(
+    pre: ImagePreprocessor, datas: list[bytes], indices: list[int]
+) -> tuple[list[np.ndarray], tuple[int, EmbedServeError] | None]:
+    """Decode one chunk of images; stop at the first bad one and return it as (index, error)."""
+    out = []
+    for data, i in zip(datas, indices, strict=True):
+        try:
+            out.append(pre.preprocess(data, i))
+        except EmbedServeError as err:
+            return [], (i, err)
+    return out, None
+
+
+async def _all(aws: list[Awaitable[Any]]) -> list[Any]:
+    """Await all; on the first failure cancel the rest and raise it."""
+    if len(aws) == 1:
+        return [await aws[0]]
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # no-op for finished tasks
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]

@@ -1,0 +1,122 @@
+"""One modality of one model: its preprocessor, ONNX Runtime session and dynamic batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+from embedserve.config import ServerConfig
+from embedserve.errors import BundleError
+from embedserve.metric import l2_normalize
+from embedserve.models.batcher import Batcher
+from embedserve.models.bundle import ImageTowerSpec, Manifest, TextTowerSpec
+from embedserve.models.image import ImagePreprocessor
+from embedserve.models.runtime import TowerSession
+from embedserve.models.text import TextPreprocessor, pool_tokens
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class Tower:
+    """Preprocessor + TowerSession + Batcher for ``modality`` ("image" or "text") of a bundle.
+
+    ``run_batch`` (in the infer pool) pads, runs the session, pools and normalises:
+    everything after decoding/tokenizing and before the vectors leave the models layer.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        modality: str,
+        config: ServerConfig,
+        providers: list[str],
+        executor: Executor,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.modality = modality
+        self.max_batch_size = config.max_batch_size
+        self._normalize = manifest.normalize
+        spec = manifest.image if modality == "image" else manifest.text
+        if spec is None:
+            raise BundleError(f"model '{manifest.name}' has no {modality} tower")
+        self.spec: ImageTowerSpec | TextTowerSpec = spec
+        self._pooling = spec.pooling if isinstance(spec, TextTowerSpec) else "none"
+        self.session = TowerSession(
+            spec.file,
+            providers,
+            intra_op_threads=config.intra_op_threads,
+            modality=modality,
+            dim=manifest.dim,
+            output_rank=2 if self._pooling == "none" else 3,
+            strict=config.device != "auto",
+        )
+        inputs = self.session.input_names
+        self.preprocessor: ImagePreprocessor | TextPreprocessor
+        if isinstance(spec, ImageTowerSpec):
+            if len(inputs) != 1:
+                raise BundleError(f"{spec.file}: an image tower has one input, this one has {inputs}")
+            self.preprocessor = ImagePreprocessor(
+                spec, max_image_bytes=config.max_image_bytes, max_image_pixels=config.max_image_pixels
+            )
+        else:
+            if not {"input_ids", "attention_mask"} <= set(inputs) <= set(TEXT_INPUTS):
+                raise BundleError(
+                    f"{spec.file}: text tower inputs are {inputs}; "
+                    "needs input_ids and attention_mask (token_type_ids optional)"
+                )
+            self.preprocessor = TextPreprocessor(spec.tokenizer, spec.max_length)
+        self.batcher = Batcher(
+            self.run_batch,
+            max_batch_size=config.max_batch_size,
+            max_delay_ms=config.max_delay_ms,
+            executor=executor,
+            name=f"{manifest.name}/{modality}",
+            on_batch=on_batch,
+        )
+
+    @property
+    def execution_provider(self) -> str:
+        """The ONNX Runtime provider the session runs on."""
+        return self.session.execution_provider
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.providers)
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting in the batcher."""
+        return self.batcher.queue_depth
+
+    def run_batch(self, items: list[np.ndarray]) -> np.ndarray:
+        """Preprocessed items (image [C, H, W] or text ids [T_i]) → float32 [N, D]."""
+        if isinstance(self.preprocessor, TextPreprocessor):
+            input_ids, attention_mask = self.preprocessor.pad(items)
+            known = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": np.zeros_like(input_ids),
+            }
+            out = self.session.run({name: known[name] for name in self.session.input_names})
+            if self._pooling != "none":
+                out = pool_tokens(out, attention_mask, self._pooling)
+        else:
+            out = self.session.run({self.session.input_names[0]: np.stack(items)})
+        return l2_normalize(out) if self._normalize else out
+
+    def warm_up(self) -> None:
+        """Run one batch of two dummy items (also proves the batch axis is dynamic)."""
+        try:
+            if isinstance(self.preprocessor, TextPreprocessor):
+                items = self.preprocessor.encode(["warm up", "a"])
+            else:
+                shape = (self.preprocessor.spec.channels, *self.preprocessor.spec.size)
+                items = [np.zeros(shape, np.float32)] * 2
+            self.run_batch(items)
+        except Exception as e:
+            raise BundleError(
+                f"{self.spec.file}: warm-up batch of 2 failed (is the batch axis dynamic, "
+                f"the output [N, dim]?): {e}"
+            ) from None

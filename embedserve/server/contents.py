@@ -1,0 +1,133 @@
+"""Request contents: protobuf messages -> contents (image, text, raw vector, stored id) -> one [N, D] matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedserve.errors import EmbedServeError, FailedPrecondition, InvalidArgument, item_error, readdress
+from embedserve.models import ImageInput, Model, ModelInput, TextInput
+from embedserve.store import Collection
+from embedserve.v1 import embedserve_pb2 as pb
+from embedserve.vectors import dimension_error
+from embedserve.wire import tensor_to_array
+
+
+@dataclass(frozen=True)
+class IdRef:
+    """A query that names a stored item: search with that item's vector."""
+
+    id: str
+
+
+Content = ImageInput | TextInput | IdRef | np.ndarray
+
+
+def tensor_to_vector(tensor: pb.Tensor, index: int, *, noun: str = "item") -> np.ndarray:
+    """A single vector, shape [D] or [1, D] on the wire -> float32 [D]."""
+    shape = list(tensor.shape) or ([len(tensor.data) // 4] if tensor.data else [])
+    if len(shape) == 2 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 1 or shape[0] < 1:
+        raise item_error(
+            InvalidArgument, index, f"vector must have shape [dim], got {list(tensor.shape)}", noun=noun
+        )
+    try:
+        return tensor_to_array(pb.Tensor(shape=shape, data=tensor.data))
+    except ValueError as exc:
+        raise item_error(InvalidArgument, index, f"bad vector: {exc}", noun=noun) from None
+
+
+def query_content(query: pb.Query, index: int, *, noun: str = "query", allow_id: bool = True) -> Content:
+    """One Query (or an Item's content with the same field names) -> Content."""
+    kind = query.WhichOneof("kind")
+    if kind == "image":
+        return ImageInput(query.image)
+    if kind == "text":
+        return TextInput(query.text)
+    if kind == "vector":
+        return tensor_to_vector(query.vector, index, noun=noun)
+    if kind == "id" and allow_id:
+        if not query.id:
+            raise item_error(InvalidArgument, index, "id is empty", noun=noun)
+        return IdRef(query.id)
+    expected = "image, text, vector or id" if allow_id else "image, text or vector"
+    raise item_error(InvalidArgument, index, f"no content: set one of {expected}", noun=noun)
+
+
+def item_content(item: pb.Item, index: int) -> Content:
+    kind = item.WhichOneof("content")
+    if kind == "image":
+        return ImageInput(item.image)
+    if kind == "text":
+        return TextInput(item.text)
+    if kind == "vector":
+        return tensor_to_vector(item.vector, index)
+    raise item_error(InvalidArgument, index, f"item {item.id!r} has no content: set image, text or vector")
+
+
+def input_content(inp: pb.Input, index: int) -> ModelInput:
+    kind = inp.WhichOneof("kind")
+    if kind == "image":
+        return ImageInput(inp.image)
+    if kind == "text":
+        return TextInput(inp.text)
+    raise item_error(InvalidArgument, index, "input has neither image nor text")
+
+
+async def resolve(
+    contents: list[Content],
+    *,
+    dim: int,
+    owner: str,
+    model: Model | None,
+    model_name: str,
+    collection: Collection | None,
+    deadline: float | None,
+    read: Callable[..., Awaitable[Any]],
+    noun: str = "item",
+) -> np.ndarray:
+    """Vectors for ``contents`` in order: float32 [len(contents), dim].
+
+    Raw vectors are checked for dimension here (``owner`` names what sets it);
+    images and texts go through ``model`` (all of them in one call, so they batch
+    together); ids are looked up in ``collection`` via ``read`` (the search pool).
+    An error names the position in ``contents``.
+    """
+    out = np.empty((len(contents), dim), dtype=np.float32)
+    to_embed: list[int] = []
+    to_lookup: list[int] = []
+    for i, content in enumerate(contents):
+        if isinstance(content, np.ndarray):
+            if content.shape != (dim,):
+                raise dimension_error(i, content.shape[0], dim, owner, noun)
+            out[i] = content
+        elif isinstance(content, IdRef):
+            if collection is None:
+                raise item_error(InvalidArgument, i, "a query by id needs a collection", noun=noun)
+            to_lookup.append(i)
+        else:
+            to_embed.append(i)
+
+    if to_embed:
+        if model is None:
+            raise FailedPrecondition(
+                f"model '{model_name}' is not loaded, so images and text cannot be embedded "
+                f"({noun} {to_embed[0]}); raw vectors still work"
+            )
+        try:
+            inputs: list[ModelInput] = [contents[i] for i in to_embed]  # type: ignore[misc]
+            out[to_embed] = await model.embed(inputs, deadline=deadline)
+        except EmbedServeError as err:
+            raise readdress(err, to_embed, noun) from None
+    if to_lookup:
+        assert collection is not None
+        ids = [contents[i].id for i in to_lookup]  # type: ignore[union-attr]
+        try:
+            out[to_lookup] = await read(collection.vectors_of, ids)
+        except EmbedServeError as err:
+            raise readdress(err, to_lookup, noun) from None
+    return out

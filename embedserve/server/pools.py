@@ -1,0 +1,63 @@
+"""The server's threading model, in one place: which thread runs what, and how many there are.
+
+* **Event loop** (one thread, grpc.aio): parses requests, validates them, hands
+  work to the pools below and builds responses. Nothing slow runs on it.
+* **decode** (``decode_threads``, default one per core): image decoding and
+  resizing, tokenization. Pillow and the tokenizers library release the GIL.
+* **infer** (``infer_threads``, default 2): the dynamic batchers' calls into ONNX
+  Runtime, one batch per tower at a time. ORT itself runs each call on its own
+  intra-op threads (``intra_op_threads``, default: one per core; they do not spin).
+* **search** (``search_threads``, default one per core): FAISS searches and other
+  reads of collections (Get, lookups by id, statistics). Each FAISS call uses
+  ``faiss_threads`` OpenMP threads (default 1): requests already run in parallel
+  here, and nested OpenMP teams would oversubscribe the cores.
+* **write** (``write_threads``, default max(4, cores)): upserts, deletes, index
+  training and rebuilds, snapshots, creating and deleting collections, and the
+  store's start-up and shutdown. A separate pool, so writers waiting on a
+  collection's write lock or an fsync never starve searches.
+
+Model loading at start-up runs in the infer pool before any request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from embedserve.config import ServerConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Pools:
+    decode: ThreadPoolExecutor
+    infer: ThreadPoolExecutor
+    search: ThreadPoolExecutor
+    write: ThreadPoolExecutor
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Pools:
+        cpus = os.cpu_count() or 2
+        return cls(
+            decode=ThreadPoolExecutor(config.decode_threads or cpus, thread_name_prefix="decode"),
+            infer=ThreadPoolExecutor(config.infer_threads, thread_name_prefix="infer"),
+            search=ThreadPoolExecutor(config.search_threads or cpus, thread_name_prefix="search"),
+            write=ThreadPoolExecutor(config.write_threads or max(4, cpus), thread_name_prefix="write"),
+        )
+
+    async def reading(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking read (FAISS search, lookups) in the search pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.search, fn, *args)
+
+    async def writing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking write (WAL fsync, training, snapshot) in the write pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.write, fn, *args)
+
+    def shutdown(self) -> None:
+        for pool in (self.decode, self.infer, self.search, self.write):
+            pool.shutdown(wait=True)
