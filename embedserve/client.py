@@ -55,7 +55,7 @@ def item(
         msg.image = image
     elif text is not None:
         msg.text = text
-    else:
+    elif vector is not None:
         msg.vector.CopyFrom(to_tensor(vector))
     if label is not None:
         msg.label = label

@@ -16,21 +16,17 @@ MAX_ID_BYTES = 256  # UTF-8 bytes of an item id
 MAX_SUPPORT_WORK = 2e10  # queries x support examples x dim multiply-adds in one few-shot Classify
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def check_k(k: object) -> int:
     """``k`` if it is an integer in 1..MAX_K; InvalidArgument otherwise."""
-    if not _is_int(k) or not 1 <= k <= MAX_K:  # type: ignore[operator]
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise InvalidArgument(f"k must be in 1..{MAX_K}, got {k!r}")
-    return int(k)  # type: ignore[arg-type]
+    return int(k)
 
 
 def check_search_params(nprobe: object, ef_search: object) -> None:
     """``nprobe`` and ``ef_search`` are integers >= 0 (0 = the index's own setting)."""
     for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
-        if not _is_int(value) or value < 0:  # type: ignore[operator]
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
             raise InvalidArgument(f"{name} must be an integer >= 0, got {value!r}")
 
 

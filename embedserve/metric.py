@@ -38,7 +38,7 @@ class Metric(StrEnum):
     def parse(cls, value: object) -> Metric:
         """The metric named ``value``; InvalidArgument naming the allowed values otherwise."""
         try:
-            return cls(value)
+            return cls(str(value)) if isinstance(value, str) else cls(value)  # type: ignore[arg-type]
         except ValueError:
             raise InvalidArgument(f"metric must be one of {', '.join(cls)}, not {value!r}") from None
 

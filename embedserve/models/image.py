@@ -86,8 +86,7 @@ class ImagePreprocessor:
         if width < 1 or height < 1:
             raise item_error(InvalidArgument, index, f"cannot decode image: size {width}x{height}")
         image.load()  # decodes here; truncated data raises OSError
-        image = ImageOps.exif_transpose(image)
-        return self._convert(image)
+        return self._convert(ImageOps.exif_transpose(image))
 
     def _convert(self, image: Image.Image) -> Image.Image:
         """Any decoded mode → self._mode ("L" or "RGB")."""

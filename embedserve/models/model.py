@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -123,7 +123,7 @@ def _preprocess_images(
     return out, None
 
 
-async def _all(aws: list[Awaitable[Any]]) -> list[Any]:
+async def _all(aws: Sequence[Awaitable[Any]]) -> list[Any]:
     """Await all; on the first failure cancel the rest and raise it."""
     if len(aws) == 1:
         return [await aws[0]]

@@ -86,7 +86,7 @@ class EmbedServer:
             server,
         )
         address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls_cert is not None:
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
             creds = grpc.ssl_server_credentials([(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())])
             self.port = server.add_secure_port(address, creds)
         else:

@@ -41,15 +41,23 @@ def tensor_to_vector(tensor: pb.Tensor, index: int, *, noun: str = "item") -> np
         raise item_error(InvalidArgument, index, f"bad vector: {exc}", noun=noun) from None
 
 
-def query_content(query: pb.Query, index: int, *, noun: str = "query", allow_id: bool = True) -> Content:
-    """One Query (or an Item's content with the same field names) -> Content."""
-    kind = query.WhichOneof("kind")
+def _embeddable(message, kind: str | None, index: int, noun: str) -> Content | None:
+    """The image, text or vector set in a Query, Item or Input message, or None if none is."""
     if kind == "image":
-        return ImageInput(query.image)
+        return ImageInput(message.image)
     if kind == "text":
-        return TextInput(query.text)
+        return TextInput(message.text)
     if kind == "vector":
-        return tensor_to_vector(query.vector, index, noun=noun)
+        return tensor_to_vector(message.vector, index, noun=noun)
+    return None
+
+
+def query_content(query: pb.Query, index: int, *, noun: str = "query", allow_id: bool = True) -> Content:
+    """One Query (or a LabelledExample's example) -> Content."""
+    kind = query.WhichOneof("kind")
+    content = _embeddable(query, kind, index, noun)
+    if content is not None:
+        return content
     if kind == "id" and allow_id:
         if not query.id:
             raise item_error(InvalidArgument, index, "id is empty", noun=noun)
@@ -59,23 +67,19 @@ def query_content(query: pb.Query, index: int, *, noun: str = "query", allow_id:
 
 
 def item_content(item: pb.Item, index: int) -> Content:
-    kind = item.WhichOneof("content")
-    if kind == "image":
-        return ImageInput(item.image)
-    if kind == "text":
-        return TextInput(item.text)
-    if kind == "vector":
-        return tensor_to_vector(item.vector, index)
-    raise item_error(InvalidArgument, index, f"item {item.id!r} has no content: set image, text or vector")
+    content = _embeddable(item, item.WhichOneof("content"), index, "item")
+    if content is None:
+        raise item_error(
+            InvalidArgument, index, f"item {item.id!r} has no content: set image, text or vector"
+        )
+    return content
 
 
 def input_content(inp: pb.Input, index: int) -> ModelInput:
-    kind = inp.WhichOneof("kind")
-    if kind == "image":
-        return ImageInput(inp.image)
-    if kind == "text":
-        return TextInput(inp.text)
-    raise item_error(InvalidArgument, index, "input has neither image nor text")
+    content = _embeddable(inp, inp.WhichOneof("kind"), index, "item")
+    if not isinstance(content, ImageInput | TextInput):
+        raise item_error(InvalidArgument, index, "input has neither image nor text")
+    return content
 
 
 async def resolve(

@@ -86,7 +86,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
             raise InvalidArgument("give a collection or a support set to classify against")
         votes = knn.vote(
             [[h.score for h in row] for row in neighbours],
-            [[h.label for h in row] for row in neighbours],  # type: ignore[misc]  (labelled only)
+            [[h.label or "" for h in row] for row in neighbours],  # neighbours are labelled items only
             metric,
             temperature,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import faiss
 import numpy as np
@@ -34,7 +35,7 @@ def gpu_available() -> bool:
 class GpuContext:
     """One StandardGpuResources for the store. GPU resources are not thread-safe, so one lock guards them."""
 
-    def __init__(self, resources: object) -> None:
+    def __init__(self, resources: Any) -> None:  # faiss.StandardGpuResources
         self.resources = resources
         self.lock = threading.Lock()
 

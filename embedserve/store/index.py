@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import faiss
 import numpy as np
@@ -43,6 +44,8 @@ _SUPPORTED = (
     faiss.IndexFastScan,
     faiss.IndexAdditiveQuantizer,
 )
+# present at run time, missing from the type hints FAISS ships
+_SearchParametersHNSW: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
 _CODEBOOK_RE = re.compile(r"(?:PQ|RQ|LSQ)\d+(?:x(\d+))?")
 
 
@@ -236,17 +239,18 @@ class VectorIndex:
         """SearchParameters for this index type, and the objects they point to (kept alive by the caller)."""
         core, pretransform = _unwrap(self.index)
         keep: list = [sel]
+        params: Any  # FAISS's bundled type hints lack SearchParametersHNSW
         if isinstance(core, faiss.IndexIVF):
             params = faiss.SearchParametersIVF()
             params.nprobe = nprobe or core.nprobe  # the default params would mean nprobe=1
             quantizer = faiss.downcast_index(core.quantizer)
             if ef_search and isinstance(quantizer, faiss.IndexHNSW):
-                qp = faiss.SearchParametersHNSW()
+                qp = _SearchParametersHNSW()
                 qp.efSearch = ef_search
                 params.quantizer_params = qp
                 keep.append(qp)
         elif isinstance(core, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW()
+            params = _SearchParametersHNSW()
             params.efSearch = ef_search or core.hnsw.efSearch  # the default params would mean efSearch=16
         else:
             params = faiss.SearchParameters()
@@ -270,7 +274,8 @@ class VectorIndex:
             code = index.d * 4
         size = n * code
         if isinstance(core, faiss.IndexHNSW):
-            size += n * (core.hnsw.nb_neighbors(0) + core.hnsw.nb_neighbors(1) // 4) * 4
+            hnsw: Any = core.hnsw  # nb_neighbors is missing from FAISS's type hints
+            size += n * (hnsw.nb_neighbors(0) + hnsw.nb_neighbors(1) // 4) * 4
         if isinstance(core, faiss.IndexIVF):
             size += n * 8 + core.nlist * core.d * 4
         return int(size)

@@ -184,7 +184,7 @@ def hits(
             item_id = table.ids[row]
             if item_id is None or item_id == skip:
                 continue
-            found.append(Hit(item_id, score, table.label(row), dict(table.metadata[row])))  # type: ignore[arg-type]
+            found.append(Hit(item_id, score, table.label(row), dict(table.metadata[row] or {})))
             if len(found) == k:
                 break
         out.append(found)

@@ -93,7 +93,9 @@ def check_upsert(
             raise item_error(
                 InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}"
             )
-    clean_meta = []  # copies: later changes to the caller's dicts must not reach the store
+    clean_meta: list[
+        dict[str, str]
+    ] = []  # copies: later changes to the caller's dicts must not reach the store
     for i, meta in enumerate(metadata):
         if not meta:
             if meta is not None and not isinstance(meta, dict):
@@ -132,4 +134,4 @@ def check_search(
         if isinstance(exclude, str) or not isinstance(exclude, Sequence) or len(exclude) != len(x):
             raise InvalidArgument(f"exclude must be a list with one id or None per query ({len(x)})")
         exclude = list(exclude)
-    return x, label_set, exclude  # type: ignore[return-value]
+    return x, label_set, exclude

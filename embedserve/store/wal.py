@@ -60,7 +60,7 @@ def encode_upsert(
 ) -> list[bytes | memoryview]:
     """The record's parts, ready to write in order; ``vectors`` float32 [N, D] C-contiguous is not copied."""
     doc = {"ids": ids, "labels": labels, "metadata": metadata}
-    vec = memoryview(np.ascontiguousarray(vectors, dtype="<f4")).cast("B")
+    vec = memoryview(np.ascontiguousarray(vectors, dtype="<f4")).cast("B")  # type: ignore[arg-type]
     return _frame(seq, OP_UPSERT, len(ids), vectors.shape[1], doc, vec)
 
 
