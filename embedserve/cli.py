@@ -98,9 +98,12 @@ def _queries(args) -> list:
 def _embed(args) -> int:
     inputs = list(args.inputs) if args.text else [Path(p).read_bytes() for p in args.inputs]
     with _client(args) as client:
-        vectors = client.embed(inputs, model=args.model)
-    for name, vec in zip(args.inputs, vectors):
-        print(json.dumps({"input": name, "embedding": [round(float(x), 6) for x in vec]}))
+        vectors, truncated = client.embed(inputs, model=args.model, return_truncated=True)
+    for i, (name, vec) in enumerate(zip(args.inputs, vectors)):
+        line = {"input": name, "embedding": [round(float(x), 6) for x in vec]}
+        if i in truncated:
+            line["truncated"] = True
+        print(json.dumps(line))
     return 0
 
 

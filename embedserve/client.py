@@ -125,11 +125,17 @@ class _Api:
         )
 
     # -- EmbedService
-    def embed(self, inputs: Sequence[bytes | str], model: str = ""):
-        """float32 [len(inputs), dim]: bytes are encoded images, str are texts."""
+    def embed(self, inputs: Sequence[bytes | str], model: str = "", *, return_truncated: bool = False):
+        """float32 [len(inputs), dim]: bytes are encoded images, str are texts. With
+        ``return_truncated``: (vectors, positions of the texts cut to the model's max_length)."""
         msgs = [pb.Input(image=x) if isinstance(x, bytes) else pb.Input(text=x) for x in inputs]
         request = pb.EmbedRequest(model=model, inputs=msgs)
-        return self._call(self.embedder.Embed, request, lambda r: from_tensor(r.embeddings))
+
+        def post(reply: pb.EmbedResponse):
+            vectors = from_tensor(reply.embeddings)
+            return (vectors, list(reply.truncated)) if return_truncated else vectors
+
+        return self._call(self.embedder.Embed, request, post)
 
     def list_models(self):
         return self._call(self.embedder.ListModels, pb.ListModelsRequest())

@@ -37,6 +37,7 @@ class ServerConfig:
     max_message_bytes: int = 64 << 20
     max_image_bytes: int = 20 << 20
     max_image_pixels: int = 40_000_000
+    max_text_bytes: int = 64 << 10  # UTF-8 bytes of one text (tokens past a model's max_length are cut)
     # Threads: see embedserve.server.pools for what each pool runs and why these sizes.
     decode_threads: int = 0  # image decode / tokenization pool; 0 = os.cpu_count()
     infer_threads: int = 2  # pool that calls ONNX Runtime (one batch per tower at a time)
@@ -59,7 +60,13 @@ class ServerConfig:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
-        for name in ("max_batch_size", "max_message_bytes", "max_image_bytes", "max_image_pixels"):
+        for name in (
+            "max_batch_size",
+            "max_message_bytes",
+            "max_image_bytes",
+            "max_image_pixels",
+            "max_text_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.max_delay_ms < 0:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,11 @@ class Model:
         return self.manifest.dim
 
     async def embed(self, inputs: list[ModelInput], *, deadline: float | None = None) -> np.ndarray:
-        """Embed a mixed list of inputs → float32 [len(inputs), dim], in input order.
+        """Embed a mixed list of inputs → float32 [len(inputs), dim], in input order (see ``encode``)."""
+        return (await self.encode(inputs, deadline=deadline)).vectors
+
+    async def encode(self, inputs: list[ModelInput], *, deadline: float | None = None) -> Embedded:
+        """Embed a mixed list of inputs; also report which texts were truncated.
 
         All-or-nothing: the first bad item (by index) fails the call as a typed
         error "item i: ..."; nothing is computed unless every item is valid.
@@ -57,41 +62,47 @@ class Model:
                 raise item_error(
                     InvalidArgument, i, f"expected an image or a text, got {type(item).__name__}"
                 )
-            if modality not in self.towers:
+            tower = self.towers.get(modality)
+            if tower is None:
                 raise item_error(InvalidArgument, i, f"model '{self.name}' has no {modality} tower")
-            if modality == "text" and not item.text.strip():  # type: ignore[union-attr]
-                raise item_error(InvalidArgument, i, "text is empty")
+            if isinstance(item, TextInput):
+                assert isinstance(tower.preprocessor, TextPreprocessor)
+                tower.preprocessor.check(item.text, i)
             by_modality[modality].append(i)
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         if not inputs:
-            return out
+            return Embedded(out, [])
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded(f"model '{self.name}': deadline exceeded before preprocessing")
 
         jobs = {m: self._preprocess(m, idx, inputs) for m, idx in by_modality.items() if idx}
-        prepared = dict(zip(jobs, await _all(list(jobs.values())), strict=True))
-        errors = [error for _, error in prepared.values() if error is not None]
+        prepared: dict[str, _Prepared] = dict(zip(jobs, await _all(list(jobs.values())), strict=True))
+        errors = [p.error for p in prepared.values() if p.error is not None]
         if errors:
             raise min(errors, key=lambda e: e[0])[1]
 
-        submits = [self.towers[m].batcher.submit(items, deadline) for m, (items, _) in prepared.items()]
-        for m, rows in zip(prepared, await _all(submits), strict=True):
-            out[by_modality[m]] = rows
-        return out
+        submits = [self.towers[m].batcher.submit(p.items, deadline) for m, p in prepared.items()]
+        for p, rows in zip(prepared.values(), await _all(submits), strict=True):
+            out[p.positions] = rows
+        truncated = sorted(i for p in prepared.values() for i in p.truncated)
+        return Embedded(out, truncated)
 
-    async def _preprocess(
-        self, modality: str, indices: list[int], inputs: list[Any]
-    ) -> tuple[list[np.ndarray], tuple[int, EmbedServeError] | None]:
+    async def _preprocess(self, modality: str, indices: list[int], inputs: list[Any]) -> _Prepared:
         """Preprocessed items of one modality, and their first item error (index, error) if any."""
         loop = asyncio.get_running_loop()
         pre = self.towers[modality].preprocessor
         if isinstance(pre, TextPreprocessor):
             texts = [inputs[i].text for i in indices]
-            ids = await loop.run_in_executor(self._decode, pre.tokenize, texts)
+            ids, cut = await loop.run_in_executor(self._decode, pre.tokenize, texts)
             empty = [i for i, row in zip(indices, ids, strict=True) if row.size == 0]
             if empty:
-                return ids, (empty[0], item_error(InvalidArgument, empty[0], "text has no tokens"))
-            return ids, None
+                return _Prepared(
+                    [], [], [], (empty[0], item_error(InvalidArgument, empty[0], "text has no tokens"))
+                )
+            # longest first: consecutive batches hold texts of similar length, so padding stays short
+            order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
+            truncated = [i for i, was_cut in zip(indices, cut, strict=True) if was_cut]
+            return _Prepared([ids[j] for j in order], [indices[j] for j in order], truncated, None)
         assert isinstance(pre, ImagePreprocessor)
         # a few chunks, not a task per image: each executor hop costs more than a small decode
         chunks = [indices[j : j + IMAGE_CHUNK] for j in range(0, len(indices), IMAGE_CHUNK)]
@@ -105,9 +116,27 @@ class Model:
         for result in await asyncio.gather(*jobs):
             chunk_arrays, error = result
             if error is not None:
-                return [], error
+                return _Prepared([], [], [], error)
             arrays.extend(chunk_arrays)
-        return arrays, None
+        return _Prepared(arrays, indices, [], None)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What ``Model.encode`` returns."""
+
+    vectors: np.ndarray  # float32 [N, dim], in input order
+    truncated: list[int]  # positions of the texts cut to the tower's max_length, ascending
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One modality's preprocessed items, in the order they go to the batcher."""
+
+    items: list[np.ndarray]
+    positions: list[int]  # input position of each item
+    truncated: list[int]  # input positions of truncated texts
+    error: tuple[int, EmbedServeError] | None  # the first bad item (position, error)
 
 
 def _preprocess_images(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedserve.errors import BundleError, InvalidArgument, item_error
+from embedserve.errors import BundleError, InvalidArgument, ResourceExhausted, item_error
 
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
 
@@ -20,7 +20,7 @@ class TextPreprocessor:
     ``Tokenizer.encode_batch`` runs in Rust without the GIL.
     """
 
-    def __init__(self, tokenizer_path: Path, max_length: int) -> None:
+    def __init__(self, tokenizer_path: Path, max_length: int, max_text_bytes: int = 64 << 10) -> None:
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
@@ -36,6 +36,20 @@ class TextPreprocessor:
         tokenizer.enable_truncation(max_length)
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.max_text_bytes = max_text_bytes
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    def check(self, text: str, index: int) -> None:
+        """The rule for a text before any work: not empty or blank, at most ``max_text_bytes`` in UTF-8."""
+        if not text.strip():
+            raise item_error(InvalidArgument, index, "text is empty")
+        # a str of n characters is at most 4n bytes in UTF-8: encode only texts that might be over
+        if 4 * len(text) > self.max_text_bytes:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > self.max_text_bytes:
+                raise item_error(
+                    ResourceExhausted, index, f"text is {size} bytes of UTF-8, limit {self.max_text_bytes}"
+                )
 
     def encode(
         self, texts: list[str], first_index: int = 0, *, indices: Sequence[int] | None = None
@@ -47,17 +61,19 @@ class TextPreprocessor:
         """
         where = list(indices) if indices is not None else range(first_index, first_index + len(texts))
         for k, text in enumerate(texts):
-            if not text.strip():
-                raise item_error(InvalidArgument, where[k], "text is empty")
-        ids = self.tokenize(texts)
+            self.check(text, where[k])
+        ids, _ = self.tokenize(texts)
         for k, row in enumerate(ids):
             if row.size == 0:
                 raise item_error(InvalidArgument, where[k], "text has no tokens")
         return ids
 
-    def tokenize(self, texts: list[str]) -> list[np.ndarray]:
-        """One int64 [T_i] id array per text, truncated, unchecked (T_i may be 0)."""
-        return [np.asarray(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(texts)]
+    def tokenize(self, texts: list[str]) -> tuple[list[np.ndarray], list[bool]]:
+        """One int64 [T_i] id array per text (truncated, unchecked: T_i may be 0), and per text
+        whether tokens past ``max_length`` were cut off. One batched call into the tokenizers library."""
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        return ids, [bool(e.overflowing) for e in encodings]
 
     def pad(self, batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Pad to the longest: (input_ids [N, T], attention_mask [N, T]), both int64."""

@@ -66,7 +66,7 @@ class Tower:
                     f"{spec.file}: text tower inputs are {inputs}; "
                     "needs input_ids and attention_mask (token_type_ids optional)"
                 )
-            self.preprocessor = TextPreprocessor(spec.tokenizer, spec.max_length)
+            self.preprocessor = TextPreprocessor(spec.tokenizer, spec.max_length, config.max_text_bytes)
         self.batcher = Batcher(
             self.run_batch,
             max_batch_size=config.max_batch_size,
@@ -84,6 +84,12 @@ class Tower:
     @property
     def providers(self) -> list[str]:
         return list(self.session.providers)
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary (0 for an image tower)."""
+        pre = self.preprocessor
+        return pre.vocab_size if isinstance(pre, TextPreprocessor) else 0
 
     @property
     def queue_depth(self) -> int:

@@ -26,6 +26,12 @@ class IdRef:
 Content = ImageInput | TextInput | IdRef | np.ndarray
 
 
+@dataclass(frozen=True)
+class Resolved:
+    vectors: np.ndarray  # float32 [N, dim]
+    truncated: list[int]  # positions of texts cut to the model's max_length, ascending
+
+
 def tensor_to_vector(tensor: pb.Tensor, index: int, *, noun: str = "item") -> np.ndarray:
     """A single vector, shape [D] or [1, D] on the wire -> float32 [D]."""
     shape = list(tensor.shape) or ([len(tensor.data) // 4] if tensor.data else [])
@@ -93,8 +99,8 @@ async def resolve(
     deadline: float | None,
     read: Callable[..., Awaitable[Any]],
     noun: str = "item",
-) -> np.ndarray:
-    """Vectors for ``contents`` in order: float32 [len(contents), dim].
+) -> Resolved:
+    """Vectors for ``contents`` in order: float32 [len(contents), dim], and the texts truncated.
 
     Raw vectors are checked for dimension here (``owner`` names what sets it);
     images and texts go through ``model`` (all of them in one call, so they batch
@@ -102,6 +108,7 @@ async def resolve(
     An error names the position in ``contents``.
     """
     out = np.empty((len(contents), dim), dtype=np.float32)
+    truncated: list[int] = []
     to_embed: list[int] = []
     to_lookup: list[int] = []
     for i, content in enumerate(contents):
@@ -124,9 +131,11 @@ async def resolve(
             )
         try:
             inputs: list[ModelInput] = [contents[i] for i in to_embed]  # type: ignore[misc]
-            out[to_embed] = await model.embed(inputs, deadline=deadline)
+            embedded = await model.encode(inputs, deadline=deadline)
         except EmbedServeError as err:
             raise readdress(err, to_embed, noun) from None
+        out[to_embed] = embedded.vectors
+        truncated = [to_embed[j] for j in embedded.truncated]
     if to_lookup:
         assert collection is not None
         ids = [contents[i].id for i in to_lookup]  # type: ignore[union-attr]
@@ -134,4 +143,4 @@ async def resolve(
             out[to_lookup] = await read(collection.vectors_of, ids)
         except EmbedServeError as err:
             raise readdress(err, to_lookup, noun) from None
-    return out
+    return Resolved(out, truncated)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from embedserve.models import Model
 from embedserve.server.base import Parts, deadline_of, rpc
 from embedserve.server.contents import input_content
@@ -22,11 +20,10 @@ class EmbedService(pb_grpc.EmbedServiceServicer):
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
         model = self.parts.model(request.model)
         inputs = [input_content(inp, i) for i, inp in enumerate(request.inputs)]
-        if inputs:
-            vectors = await model.embed(inputs, deadline=deadline_of(context))
-        else:
-            vectors = np.empty((0, model.manifest.dim), dtype=np.float32)
-        return pb.EmbedResponse(model=model.manifest.name, embeddings=array_to_tensor(vectors))
+        embedded = await model.encode(inputs, deadline=deadline_of(context))
+        return pb.EmbedResponse(
+            model=model.name, embeddings=array_to_tensor(embedded.vectors), truncated=embedded.truncated
+        )
 
     @rpc("ListModels")
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
@@ -51,6 +48,7 @@ def model_info(model: Model) -> pb.ModelInfo:
             info.size.extend(m.image.size)
         elif m.text is not None:
             info.max_length = m.text.max_length
+            info.vocab_size = tower.vocab_size
         towers.append(info)
     return pb.ModelInfo(
         name=m.name,

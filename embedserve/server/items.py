@@ -10,18 +10,21 @@ from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 from embedserve.wire import array_to_tensor
 
+MAX_TRUNCATED_IDS = 1000  # ids of truncated items one UpsertResponse lists (the count is always whole)
+
 
 class IndexService(pb_grpc.IndexServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    async def _upsert(self, request: pb.UpsertRequest, context) -> UpsertResult:
-        """Embed and write one batch: all of it, or (on any error) nothing."""
+    async def _upsert(self, request: pb.UpsertRequest, context) -> tuple[UpsertResult, list[str]]:
+        """Embed and write one batch: all of it, or (on any error) nothing. Returns the result and the
+        ids of the items whose text was truncated."""
         parts = self.parts
         collection = parts.store.get(request.collection)
         items = request.items
         contents = [item_content(item, i) for i, item in enumerate(items)]
-        matrix = await resolve(
+        resolved = await resolve(
             contents,
             dim=collection.spec.dim,
             owner=f"collection '{collection.spec.name}'",
@@ -33,23 +36,23 @@ class IndexService(pb_grpc.IndexServiceServicer):
         )
         labels = [item.label if item.HasField("label") else None for item in items]
         metadata = [dict(item.metadata) for item in items]
-        result = await parts.pools.writing(
-            collection.upsert, [item.id for item in items], matrix, labels, metadata
-        )
+        ids = [item.id for item in items]
+        result = await parts.pools.writing(collection.upsert, ids, resolved.vectors, labels, metadata)
         parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
-        return result
+        return result, [ids[i] for i in resolved.truncated]
 
     @rpc("Upsert")
     async def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
-        result = await self._upsert(request, context)
-        return _response(result.inserted, result.replaced, 1)
+        result, truncated = await self._upsert(request, context)
+        return _response(result.inserted, result.replaced, 1, truncated, len(truncated))
 
     @rpc("UpsertStream")
     async def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
-        inserted = replaced = batches = 0
+        inserted = replaced = batches = n_truncated = 0
+        truncated: list[str] = []
         async for request in request_iterator:
             try:
-                result = await self._upsert(request, context)
+                result, cut = await self._upsert(request, context)
             except EmbedServeError as err:
                 raise type(err)(
                     f"batch {batches}: {err.message} "
@@ -58,7 +61,9 @@ class IndexService(pb_grpc.IndexServiceServicer):
             inserted += result.inserted
             replaced += result.replaced
             batches += 1
-        return _response(inserted, replaced, batches)
+            n_truncated += len(cut)
+            truncated.extend(cut[: MAX_TRUNCATED_IDS - len(truncated)])
+        return _response(inserted, replaced, batches, truncated, n_truncated)
 
     @rpc("Delete")
     async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
@@ -84,7 +89,14 @@ class IndexService(pb_grpc.IndexServiceServicer):
         return pb.GetResponse(items=out)
 
 
-def _response(inserted: int, replaced: int, batches: int) -> pb.UpsertResponse:
+def _response(
+    inserted: int, replaced: int, batches: int, truncated_ids: list[str], truncated: int
+) -> pb.UpsertResponse:
     return pb.UpsertResponse(
-        upserted=inserted + replaced, inserted=inserted, replaced=replaced, batches=batches
+        upserted=inserted + replaced,
+        inserted=inserted,
+        replaced=replaced,
+        batches=batches,
+        truncated=truncated,
+        truncated_ids=truncated_ids,
     )

@@ -9,7 +9,7 @@ from embedserve.errors import InvalidArgument, item_error
 from embedserve.limits import DEFAULT_SEARCH_K, check_k, check_search_params, check_support_work
 from embedserve.metric import Metric
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.contents import IdRef, query_content, resolve
+from embedserve.server.contents import IdRef, Resolved, query_content, resolve
 from embedserve.store import Collection, Hit
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
@@ -30,12 +30,12 @@ class SearchService(pb_grpc.SearchServiceServicer):
 
     async def _collection_queries(
         self, collection: Collection, queries, context
-    ) -> tuple[np.ndarray, list[str | None]]:
+    ) -> tuple[Resolved, list[str | None]]:
         """Query vectors [Q, D] for a collection, and per query the id to leave out (search by id)."""
         if not queries:
             raise InvalidArgument("queries is empty")
         contents = [query_content(q, i) for i, q in enumerate(queries)]
-        matrix = await resolve(
+        resolved = await resolve(
             contents,
             dim=collection.spec.dim,
             owner=f"collection '{collection.spec.name}'",
@@ -47,7 +47,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
             noun="query",
         )
         exclude = [c.id if isinstance(c, IdRef) else None for c in contents]
-        return matrix, exclude
+        return resolved, exclude
 
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
@@ -55,10 +55,10 @@ class SearchService(pb_grpc.SearchServiceServicer):
         params = request.params
         check_search_params(params.nprobe, params.ef_search)
         collection = self.parts.store.get(request.collection)
-        matrix, exclude = await self._collection_queries(collection, request.queries, context)
+        queries, exclude = await self._collection_queries(collection, request.queries, context)
         hits = await self.parts.pools.reading(
             lambda: collection.search(
-                matrix,
+                queries.vectors,
                 k,
                 labels=set(request.label_filter) or None,
                 exclude=exclude,
@@ -67,7 +67,8 @@ class SearchService(pb_grpc.SearchServiceServicer):
             )
         )
         return pb.SearchResponse(
-            results=[pb.QueryResult(hits=[_hit(h, request.include_metadata) for h in row]) for row in hits]
+            results=[pb.QueryResult(hits=[_hit(h, request.include_metadata) for h in row]) for row in hits],
+            truncated=queries.truncated,
         )
 
     @rpc("Classify")
@@ -78,10 +79,13 @@ class SearchService(pb_grpc.SearchServiceServicer):
             raise InvalidArgument(f"temperature must be positive, got {request.temperature}")
         if request.collection and request.support:
             raise InvalidArgument("give either a collection or a support set, not both")
+        truncated_support: list[int] = []
         if request.collection:
-            neighbours, metric = await self._collection_neighbours(request, k, context)
+            neighbours, metric, truncated = await self._collection_neighbours(request, k, context)
         elif request.support:
-            neighbours, metric = await self._support_neighbours(request, k, context)
+            neighbours, metric, truncated, truncated_support = await self._support_neighbours(
+                request, k, context
+            )
         else:
             raise InvalidArgument("give a collection or a support set to classify against")
         votes = knn.vote(
@@ -102,18 +106,21 @@ class SearchService(pb_grpc.SearchServiceServicer):
             if request.include_neighbors:
                 result.neighbors.extend(_hit(h) for h in row)
             results.append(result)
-        return pb.ClassifyResponse(results=results)
+        return pb.ClassifyResponse(results=results, truncated=truncated, truncated_support=truncated_support)
 
-    async def _collection_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric]:
+    async def _collection_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric, list[int]]:
         collection = self.parts.store.get(request.collection)
-        matrix, exclude = await self._collection_queries(collection, request.queries, context)
+        queries, exclude = await self._collection_queries(collection, request.queries, context)
         hits = await self.parts.pools.reading(
-            lambda: collection.search(matrix, k, labelled_only=True, exclude=exclude)
+            lambda: collection.search(queries.vectors, k, labelled_only=True, exclude=exclude)
         )
-        return hits, collection.spec.metric
+        return hits, collection.spec.metric, queries.truncated
 
-    async def _support_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric]:
-        """The k nearest support examples per query, as hits whose id is the example's position."""
+    async def _support_neighbours(
+        self, request, k, context
+    ) -> tuple[list[list[Hit]], Metric, list[int], list[int]]:
+        """The k nearest support examples per query, as hits whose id is the example's position;
+        the metric; the truncated queries and support examples."""
         if not request.queries:
             raise InvalidArgument("queries is empty")
         support = [
@@ -145,9 +152,10 @@ class SearchService(pb_grpc.SearchServiceServicer):
         support_vecs = await resolve(support, noun="support", **common)  # type: ignore[arg-type]
         query_vecs = await resolve(queries, noun="query", **common)  # type: ignore[arg-type]
         scores, order = await self.parts.pools.reading(
-            knn.support_neighbours, query_vecs, support_vecs, k, metric, owner
+            knn.support_neighbours, query_vecs.vectors, support_vecs.vectors, k, metric, owner
         )
-        return [
+        hits = [
             [Hit(id=str(j), score=s, label=labels[j], metadata={}) for s, j in zip(srow, orow, strict=True)]
             for srow, orow in zip(scores.tolist(), order.tolist(), strict=True)
-        ], metric
+        ]
+        return hits, metric, query_vecs.truncated, support_vecs.truncated

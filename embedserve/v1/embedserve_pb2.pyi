@@ -31,19 +31,21 @@ class EmbedRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("model", "embeddings")
+    __slots__ = ("model", "embeddings", "truncated")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     model: str
     embeddings: Tensor
-    def __init__(self, model: _Optional[str] = ..., embeddings: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., embeddings: _Optional[_Union[Tensor, _Mapping]] = ..., truncated: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class TowerInfo(_message.Message):
-    __slots__ = ("modality", "execution_provider", "providers", "max_batch_size", "channels", "size", "max_length")
+    __slots__ = ("modality", "execution_provider", "providers", "max_batch_size", "channels", "size", "max_length", "vocab_size")
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,7 @@ class TowerInfo(_message.Message):
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     modality: str
     execution_provider: str
     providers: _containers.RepeatedScalarFieldContainer[str]
@@ -58,7 +61,8 @@ class TowerInfo(_message.Message):
     channels: int
     size: _containers.RepeatedScalarFieldContainer[int]
     max_length: int
-    def __init__(self, modality: _Optional[str] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., channels: _Optional[int] = ..., size: _Optional[_Iterable[int]] = ..., max_length: _Optional[int] = ...) -> None: ...
+    vocab_size: int
+    def __init__(self, modality: _Optional[str] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., channels: _Optional[int] = ..., size: _Optional[_Iterable[int]] = ..., max_length: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "dim", "metric", "normalize", "towers", "provenance_json", "path")
@@ -188,16 +192,20 @@ class UpsertRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted", "inserted", "replaced", "batches")
+    __slots__ = ("upserted", "inserted", "replaced", "batches", "truncated", "truncated_ids")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_IDS_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     inserted: int
     replaced: int
     batches: int
-    def __init__(self, upserted: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., batches: _Optional[int] = ...) -> None: ...
+    truncated: int
+    truncated_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, upserted: _Optional[int] = ..., inserted: _Optional[int] = ..., replaced: _Optional[int] = ..., batches: _Optional[int] = ..., truncated: _Optional[int] = ..., truncated_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("collection", "ids", "allow_missing")
@@ -312,10 +320,12 @@ class QueryResult(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "truncated")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LabelledExample(_message.Message):
     __slots__ = ("example", "label")
@@ -368,7 +378,11 @@ class Classification(_message.Message):
     def __init__(self, has_prediction: _Optional[bool] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., neighbors: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "truncated", "truncated_support")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_SUPPORT_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
-    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    truncated_support: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., truncated_support: _Optional[_Iterable[int]] = ...) -> None: ...
