@@ -54,6 +54,15 @@ _BACKBONE_FIELDS = {
 }
 
 
+_TEXT_FIELDS = {
+    "vocab_size": "vocab_size",
+    "max_length": "max_length",
+    "text_dim": "dim",
+    "text_depth": "depth",
+    "text_heads": "heads",
+}
+
+
 def _key_values(pairs: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
@@ -84,6 +93,12 @@ def _add_fit(sub) -> None:
             choices=BACKBONES if flag == "backbone" else None,
         )
     p.add_argument("--depths", help="ResNet blocks per stage, e.g. 1,1,1")
+    for flag in ("vocab_size", "max_length", "text_dim", "text_depth", "text_heads"):
+        p.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help="mlm/clip: text tower")
+    p.add_argument(
+        "--text-init", help="clip: an mlm run directory whose text tower (and tokenizer) to start from"
+    )
+    p.add_argument("--image-init", help="clip: an image run directory whose backbone to start from")
     p.add_argument("--size", help="input size H,W (or one number), e.g. 16")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.3 (default: measured)")
     p.add_argument("--std", help="per-channel std (default: measured)")
@@ -117,6 +132,18 @@ def fit_config(args: argparse.Namespace):
     }
     if args.depths:
         backbone["depths"] = tuple(int(v) for v in args.depths.split(","))
+    text = {
+        field: getattr(args, flag)
+        for flag, field in _TEXT_FIELDS.items()
+        if getattr(args, flag, None) is not None
+    }
+    if text:
+        from dataclasses import replace as _replace
+
+        changes["text"] = _replace(cfg.text, **text)
+    for flag in ("text_init", "image_init"):
+        if getattr(args, flag, None):
+            changes[flag] = getattr(args, flag)
     if backbone:
         from dataclasses import replace
 

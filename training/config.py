@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from training.backbones import BackboneConfig
+from training.backbones.text import TextConfig
 
 
 @dataclass(frozen=True)
 class FitConfig:
     method: str = "simclr"
-    data: str = "digits"  # "digits", "shapes", an image folder, or a .csv/.jsonl manifest
+    # images: "digits", "shapes", an image folder, or a .csv/.jsonl manifest;
+    # mlm: "pydoc" or a text file/folder; clip: "captioned-shapes" or a .csv/.jsonl of path, caption
+    data: str = "digits"
     eval_data: str | None = None  # labelled images for k-NN during training (files only)
     channels: int | None = None  # 1 or 3; None = the dataset's own
     size: tuple[int, int] = (16, 16)  # the bundle's input (H, W); images are resized as the server does
@@ -23,6 +26,9 @@ class FitConfig:
     augment: str | None = None  # preset name; None = the method's default, else the dataset's
     augment_overrides: dict[str, Any] = field(default_factory=dict)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # mlm and clip: the text tower and tokenizer size
+    text_init: str | None = None  # clip: an mlm run directory to start the text tower (and tokenizer) from
+    image_init: str | None = None  # clip: an image run directory to start the image backbone from
     method_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 100
     batch_size: int = 256  # per process
@@ -58,6 +64,8 @@ class FitConfig:
             if "depths" in bb:
                 bb["depths"] = tuple(bb["depths"])
             values["backbone"] = BackboneConfig(**bb)
+        if isinstance(values.get("text"), dict):
+            values["text"] = TextConfig(**values["text"])
         for key in ("size", "mean", "std"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])

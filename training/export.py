@@ -167,6 +167,15 @@ def export_bundle(
     parity_images: int = 256,
 ) -> dict[str, Any]:
     """Write the bundle for ``run_dir`` into ``out``; returns its manifest (as written)."""
+    from training.config import FitConfig
+    from training.text.run import TEXT_METHODS
+
+    if FitConfig.load(Path(run_dir) / "config.json").method in TEXT_METHODS:
+        if variants:
+            raise ValueError("fp16/int8 variants are made for image towers only")
+        from training.text.bundle import export_text_bundle
+
+        return export_text_bundle(Path(run_dir), Path(out), name=name, version=version, command=command)
     t0 = time.perf_counter()
     cfg, data, method, state = load_run(Path(run_dir))
     encoder = method.encoder().eval()

@@ -52,6 +52,21 @@ def monitor_knn(method, data: Data, shots=(10, None)) -> dict[str, float] | None
     return {key: value["mean"] for key, value in table.items()}
 
 
+def monitor(method, data) -> tuple[str, dict[str, float]] | None:
+    """The training curve's evaluation, as (metrics.jsonl key, figures): k-NN accuracy for image
+    methods, held-out masked-token accuracy for MLM, zero-shot accuracy and recall for CLIP."""
+    from training.text.evaluate import mlm_report, torch_clip_report
+    from training.text.run import PairData, TextData
+
+    if isinstance(data, TextData):
+        return "eval", mlm_report(method, data)
+    if isinstance(data, PairData):
+        report = torch_clip_report(method, data)
+        return "eval", {f"{name}/{key}": value for name, row in report.items() for key, value in row.items()}
+    knn = monitor_knn(method, data)
+    return None if knn is None else ("knn", knn)
+
+
 @dataclass
 class FitResult:
     checkpoint: Path  # RUN/checkpoints/last.pt
@@ -99,9 +114,14 @@ def _fit(
     elif ckpt_path.exists() and not resume:
         raise FileExistsError(f"{run_dir} already has a checkpoint; pass --resume or use a new directory")
 
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, run_dir)
     method = build_method(cfg, data.spec)
-    method.channels_last = cfg.channels_last and ctx.device.type == "cpu" and cfg.backbone.name == "resnet"
+    method.channels_last = (
+        cfg.channels_last
+        and ctx.device.type == "cpu"
+        and cfg.backbone.name == "resnet"
+        and isinstance(data, Data)
+    )
     method.to(ctx.device)
     if method.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -137,13 +157,13 @@ def _fit(
             method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
 
-    pixels = data.train_pixels.to(ctx.device)
-    n = len(pixels)
+    inputs = [t.to(ctx.device) for t in data.inputs]  # indexed together per batch
+    n = len(inputs[0])
     per_step = cfg.batch_size * ctx.world_size
     steps_per_epoch = n // per_step
     if steps_per_epoch < 1:
         raise ValueError(
-            f"{n} training images make no batch of {cfg.batch_size} x {ctx.world_size} processes"
+            f"{n} training examples make no batch of {cfg.batch_size} x {ctx.world_size} processes"
         )
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
@@ -163,7 +183,8 @@ def _fit(
             index = order[i * per_step : (i + 1) * per_step][ctx.rank :: ctx.world_size]
             progress = step / total_steps
             with torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext():
-                loss, logs = model(pixels[index.to(ctx.device)], progress)
+                batch = index.to(ctx.device)
+                loss, logs = model(*(t[batch] for t in inputs), progress)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.clip_grad:
@@ -194,11 +215,12 @@ def _fit(
         )  # all threads; wall time inflates when the CPU is shared
         last = done == end_epoch
         if ctx.is_main and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
-            knn = monitor_knn(method, data)
-            if knn is not None:
-                record["knn"] = knn
+            evaluated = monitor(method, data)
+            if evaluated is not None:
+                key, figures = evaluated
+                record[key] = figures
                 bar.write(
-                    f"epoch {done}: loss {record['loss']:.4f} std {record['embedding_std']:.4f} knn {knn}"
+                    f"epoch {done}: loss {record['loss']:.4f} std {record['embedding_std']:.4f} {key} {figures}"
                 )
         rng_states = distributed.gather_objects(_rng_state(ctx), ctx)
         if ctx.is_main:

@@ -78,3 +78,26 @@ def std_of_l2_normalized(z: Tensor) -> Tensor:
     About 1/sqrt(D) for healthy, spread-out embeddings; 0 when they collapse to one point.
     """
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
+
+
+def masked_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """BERT's MLM loss: cross-entropy over the chosen positions only.
+
+    ``logits``: [M, V] at the M chosen positions; ``labels``: int64 [M], the original
+    tokens there. Returns (mean loss over the chosen tokens, their accuracy).
+    """
+    if not len(labels):  # no token chosen in this batch: no signal, and no NaN
+        return logits.sum() * 0.0, logits.new_zeros(())
+    loss = F.cross_entropy(logits, labels)
+    return loss, (logits.argmax(-1) == labels).float().mean().detach()
+
+
+def clip_contrastive(image: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
+    """CLIP's symmetric InfoNCE: image i must pick caption i among the batch's B, and vice versa.
+
+    ``image``, ``text``: [B, D] L2-normalised embeddings of B matching pairs;
+    ``logit_scale``: log of the inverse temperature (a scalar, clamped by the caller).
+    """
+    logits = logit_scale.exp() * image @ text.T  # [B, B]
+    targets = torch.arange(len(image), device=image.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2

@@ -18,15 +18,17 @@ def plot_metrics(metrics_path: Path, out: Path) -> Path:
     epochs = [r["epoch"] for r in rows]
     axes[0].plot(epochs, [r["loss"] for r in rows])
     axes[0].set(title="training loss", xlabel="epoch")
-    evaluated = [r for r in rows if "knn" in r]
-    for key in evaluated[0]["knn"] if evaluated else []:
-        label = "all labels" if key == "all" else f"{key} labels / class"
+    kind = "knn" if any("knn" in r for r in rows) else "eval"  # image methods: k-NN; text methods: their own
+    evaluated = [r for r in rows if kind in r]
+    for key in evaluated[0][kind] if evaluated else []:
+        label = ("all labels" if key == "all" else f"{key} labels / class") if kind == "knn" else key
         axes[1].plot(
-            [r["epoch"] for r in evaluated], [r["knn"][key] for r in evaluated], marker="o", label=label
+            [r["epoch"] for r in evaluated], [r[kind][key] for r in evaluated], marker="o", label=label
         )
     if evaluated:
-        axes[1].legend()
-    axes[1].set(title="k-NN accuracy on the evaluation set (%)", xlabel="epoch")
+        axes[1].legend(fontsize="small")
+    title = "k-NN accuracy on the evaluation set (%)" if kind == "knn" else "held-out evaluation (%)"
+    axes[1].set(title=title, xlabel="epoch")
     axes[2].plot(epochs, [r["embedding_std"] for r in rows])
     axes[2].set(title="std of L2-normalised embeddings", xlabel="epoch")
     axes[2].set_ylim(bottom=0)

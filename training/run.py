@@ -24,6 +24,15 @@ from training.backbones import build_backbone
 from training.config import FitConfig
 from training.data import ImageSet, PixelSpec, channel_stats, load_dataset, render
 from training.methods import DEFAULT_AUGMENT, Method, make_method
+from training.text.run import (
+    TEXT_METHODS,
+    PairData,
+    PairSpec,
+    TextData,
+    TextSpec,
+    build_text_method,
+    prepare_text_data,
+)
 
 CHECKPOINT_FORMAT = 1
 DATASET_AUGMENT = {"digits": "digits"}  # others get "natural"
@@ -39,8 +48,19 @@ class Data:
     train_pixels: torch.Tensor  # float32 [N, C, H, W] in [0, 1]
     eval_pixels: torch.Tensor | None
 
+    @property
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """What the loop indexes per batch."""
+        return (self.train_pixels,)
 
-def prepare_data(cfg: FitConfig) -> Data:
+
+def prepare_data(cfg: FitConfig, run_dir: Path | None = None) -> Data | TextData | PairData:
+    """The run's data, prepared once: images rendered as the server would, texts tokenized with
+    the run's tokenizer (which text runs keep in ``run_dir``)."""
+    if cfg.method in TEXT_METHODS:
+        if run_dir is None:
+            raise ValueError(f"a {cfg.method} run needs its run directory (for its tokenizer)")
+        return prepare_text_data(cfg, Path(run_dir))
     train, evaluation = load_dataset(cfg.data, cfg.eval_data, cfg.channels)
     channels = cfg.channels or train.channels
     unit = PixelSpec(channels, tuple(cfg.size), (0.0,) * channels, (1.0,) * channels, cfg.interpolation)
@@ -59,8 +79,11 @@ def augment_name(cfg: FitConfig) -> str:
     return cfg.augment or DEFAULT_AUGMENT.get(cfg.method) or DATASET_AUGMENT.get(cfg.data, "natural")
 
 
-def build_method(cfg: FitConfig, spec: PixelSpec) -> Method:
-    """A freshly initialised method (seeded by ``cfg.seed``), on the CPU."""
+def build_method(cfg: FitConfig, spec: PixelSpec | TextSpec | PairSpec) -> Method:
+    """A freshly initialised method (seeded by ``cfg.seed``), on the CPU; ``spec`` is ``data.spec``."""
+    if cfg.method in TEXT_METHODS:
+        return build_text_method(cfg, spec)  # type: ignore[arg-type, return-value]
+    assert isinstance(spec, PixelSpec)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone, spec.channels, spec.size)
     augment = preset(augment_name(cfg), **cfg.augment_overrides)
@@ -93,11 +116,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_run(run_dir: Path) -> tuple[FitConfig, Data, Method, dict[str, Any]]:
+def load_run(run_dir: Path) -> tuple[FitConfig, Any, Method, dict[str, Any]]:
     """(config, data, trained method in eval mode, checkpoint state) of a finished or partial run."""
     run_dir = Path(run_dir)
     cfg = FitConfig.load(run_dir / "config.json")
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, run_dir)
     method = build_method(cfg, data.spec)
     state = load_checkpoint(checkpoint_path(run_dir))
     method.load_state_dict(state["model"])

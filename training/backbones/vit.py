@@ -16,10 +16,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        """``x`` [N, T, D]; ``key_bias`` [N, 1, 1, T] added to the attention logits (0 = attend,
+        a large negative number = ignore that key, e.g. padding), or None."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        logits = (q @ k.transpose(-2, -1)) * self.scale
+        if key_bias is not None:
+            logits = logits + key_bias
+        attn = torch.softmax(logits, dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(n, t, d))
 
 
@@ -32,8 +37,8 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, key_bias: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), key_bias)
         return x + self.mlp(self.norm2(x))
 
 

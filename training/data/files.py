@@ -56,8 +56,8 @@ def image_folder(root: Path, channels: int = 3) -> ImageSet:
     return _labelled(paths, [None] * len(paths), channels)
 
 
-def image_manifest(path: Path, channels: int = 3) -> ImageSet:
-    """Images listed in a ``.csv`` (columns path[, label]) or ``.jsonl`` file."""
+def manifest_rows(path: Path, required: tuple[str, ...] = ("path",)) -> list[dict]:
+    """The rows of a ``.csv`` (with a header) or ``.jsonl`` manifest; each must have ``required``."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
@@ -66,8 +66,15 @@ def image_manifest(path: Path, channels: int = 3) -> ImageSet:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         raise ValueError(f"{path}: a manifest is .csv or .jsonl")
-    if not rows or any("path" not in r for r in rows):
-        raise ValueError(f"{path}: every row needs a 'path'")
+    if not rows or any(key not in r for r in rows for key in required):
+        raise ValueError(f"{path}: every row needs {', '.join(repr(k) for k in required)}")
+    return rows
+
+
+def image_manifest(path: Path, channels: int = 3) -> ImageSet:
+    """Images listed in a ``.csv`` (columns path[, label]) or ``.jsonl`` file."""
+    path = Path(path)
+    rows = manifest_rows(path)
     paths = [(path.parent / r["path"]).resolve() for r in rows]
     names = [None if r.get("label") in (None, "") else str(r["label"]) for r in rows]
     return _labelled(paths, names, channels)

@@ -18,6 +18,7 @@ colour, size and position.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -26,6 +27,7 @@ from training.data.images import ImageSet, encode_png
 
 SHAPES = ("circle", "square", "triangle", "cross", "star")
 COLOURS = ((230, 60, 60), (60, 200, 80), (70, 110, 240), (240, 220, 60), (220, 90, 220), (240, 240, 240))
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "purple", "white")
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -55,10 +57,33 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     return [(cx + d * math.cos(a + angle), cy + d * math.sin(a + angle)) for a, d in corners]
 
 
+@dataclass(frozen=True)
+class ShapeAttributes:
+    """What was drawn: indices into SHAPES and COLOURS, radius and centre in pixels."""
+
+    shape: int
+    colour: int
+    radius: float
+    cx: float
+    cy: float
+
+
 def shape_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
     """One image uint8 [size, size, 3] and its label (index into SHAPES)."""
+    pixels, attributes = shape_sample(rng, size)
+    return pixels, attributes.shape
+
+
+def shape_sample(
+    rng: np.random.Generator, size: int, combo: tuple[int, int] | None = None
+) -> tuple[np.ndarray, ShapeAttributes]:
+    """One image uint8 [size, size, 3] and its attributes; ``combo`` = (shape, colour) forces both
+    (the random draws are made all the same, so the stream stays in step)."""
     label = int(rng.integers(len(SHAPES)))
-    colour = np.array(COLOURS[int(rng.integers(len(COLOURS)))]) + rng.integers(-20, 21, 3)
+    colour_index = int(rng.integers(len(COLOURS)))
+    if combo is not None:
+        label, colour_index = combo
+    colour = np.array(COLOURS[colour_index]) + rng.integers(-20, 21, 3)
     r = rng.uniform(0.2, 0.4) * size
     cx, cy = rng.uniform(r, size - r, 2)
     angle = rng.uniform(0, 2 * math.pi)
@@ -71,7 +96,7 @@ def shape_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
         draw.polygon(_polygon(SHAPES[label], cx, cy, r, angle), fill=fill)
-    return np.asarray(image), label
+    return np.asarray(image), ShapeAttributes(label, colour_index, float(r), float(cx), float(cy))
 
 
 def shapes_dataset(n: int, *, size: int = 32, seed: int = 0) -> ImageSet:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedserve.models import ImagePreprocessor, TowerSession, l2_normalize, load_manifest
+from embedserve.metric import l2_normalize
+from embedserve.models import ImagePreprocessor, TowerSession, load_manifest
 
 
 def bundle_embed(

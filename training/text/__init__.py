@@ -1,0 +1,1 @@
+"""Text for training: corpora, the WordPiece tokenizer, and the Transformer text encoder."""
