@@ -3,11 +3,14 @@
 The digits recipes are the ones ``bench/train_digits.py`` measures and the README
 reports; each trains within 10 minutes on 2 CPU cores. Input 16x16: the server
 upsamples the 8x8 PNG bilinearly, exactly as ``training.data.render`` does here.
+The text recipes (``pydoc-mlm``, ``shapes-clip``) are the ones ``bench/train_text.py``
+measures; ``shapes-clip`` builds the shipped ``models/shapes-clip`` bundle.
 """
 
 from __future__ import annotations
 
 from training.backbones import BackboneConfig
+from training.backbones.text import TextConfig
 from training.config import FitConfig
 
 _DIGITS = FitConfig(
@@ -55,6 +58,35 @@ RECIPES: dict[str, FitConfig] = {
         method="vae",
         epochs=100,
         lr=1e-3,
+    ),
+    "pydoc-mlm": FitConfig(
+        method="mlm",
+        data="pydoc",
+        text=TextConfig(vocab_size=4000, max_length=64, dim=128, depth=2, heads=4),
+        epochs=40,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=0.01,
+        warmup_epochs=2,
+        eval_every=5,
+        checkpoint_every=5,
+        threads=2,
+    ),
+    "shapes-clip": FitConfig(
+        method="clip",
+        data="captioned-shapes",
+        size=(32, 32),
+        backbone=BackboneConfig(name="resnet", width=32, depths=(1, 1, 1)),
+        text=TextConfig(vocab_size=400, max_length=24, dim=64, depth=2, heads=4),
+        method_options={"embed_dim": 128, "grid": 4},
+        epochs=20,
+        batch_size=256,
+        lr=2e-3,
+        weight_decay=1e-4,
+        warmup_epochs=2,
+        eval_every=5,
+        checkpoint_every=5,
+        threads=2,
     ),
 }
 

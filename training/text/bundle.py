@@ -115,7 +115,8 @@ def export_text_bundle(
 _CLIP_PROTOCOL = (
     "encoded test images and texts through the server's preprocessing and this bundle's ONNX graphs; "
     "zero_shot: % of images whose nearest prompt 'a {colour} {shape}' (30 combinations) is their own; "
-    "i2t/t2i r@K: % of images (captions) whose own first caption (image) is among the K nearest"
+    "i2t/t2i r@K: % of images (first captions) with a right answer among the K nearest captions (images): "
+    "one with the same attributes; own_r@K: the query's own partner among them"
 )
 
 
