@@ -190,6 +190,14 @@ def _add_eval(sub) -> None:
 
 
 def _eval(args) -> int:
+    from training.config import FitConfig
+    from training.text.run import TEXT_METHODS
+
+    if FitConfig.load(args.run / "config.json").method in TEXT_METHODS:
+        from training.text.evaluate import evaluate_text_run
+
+        print(json.dumps(evaluate_text_run(args.run), indent=2))
+        return 0
     from training.evaluate.report import evaluate_run, format_table
 
     result = evaluate_run(args.run)

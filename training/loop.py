@@ -114,7 +114,7 @@ def _fit(
     elif ckpt_path.exists() and not resume:
         raise FileExistsError(f"{run_dir} already has a checkpoint; pass --resume or use a new directory")
 
-    data = prepare_data(cfg, run_dir)
+    data = _prepare_in_turn(cfg, run_dir, ctx)
     method = build_method(cfg, data.spec)
     method.channels_last = (
         cfg.channels_last
@@ -248,6 +248,17 @@ def _fit(
         # the final config: epochs may have been raised by a resume
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     return FitResult(ckpt_path, method)
+
+
+def _prepare_in_turn(cfg: FitConfig, run_dir: Path, ctx: distributed.Context):
+    """The run's data; under DDP rank 0 first (a text run learns and saves its tokenizer), then the
+    other ranks, which load that file: every rank trains on the same token ids."""
+    if ctx.distributed and not ctx.is_main:
+        distributed.barrier(ctx)
+    data = prepare_data(cfg, run_dir)
+    if ctx.distributed and ctx.is_main:
+        distributed.barrier(ctx)
+    return data
 
 
 def _rng_state(ctx: distributed.Context) -> dict[str, torch.Tensor]:

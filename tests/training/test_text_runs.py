@@ -139,3 +139,65 @@ def test_mlm_run_exports_a_served_text_bundle(tmp_path):
     np.testing.assert_allclose(vectors, bundle_texts(tmp_path / "text-mlm", texts), atol=1e-5)
     ids, _ = TextPreprocessor(tmp_path / "text-mlm" / "tokenizer.json", 16).tokenize(texts)
     assert len(ids[1]) == 16
+
+    from training.cli import main
+
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    assert {"masked_accuracy", "unigram"} <= set(json.loads((tmp_path / "run" / "eval.json").read_text()))
+
+
+def test_mlm_trains_under_two_process_torchrun_and_resumes_bit_for_bit(tmp_path):
+    """DDP (gloo, 2 ranks) keeps the ranks identical; a run stopped after 1 epoch resumes exactly."""
+    import os
+    import subprocess
+    import sys
+
+    from training.loop import fit
+    from training.run import load_checkpoint
+    from training.text.corpus import pydoc_corpus
+
+    root = Path(__file__).resolve().parents[2]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(pydoc_corpus()[0][:60]))
+    cfg = FitConfig(
+        method="mlm",
+        data=str(corpus),
+        text=TINY_TEXT,
+        epochs=2,
+        batch_size=16,
+        lr=2e-3,
+        warmup_epochs=1,
+        eval_every=1,
+        checkpoint_every=1,
+        threads=1,
+    )
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(root / "tests" / "training" / "ddp_worker.py"),
+        str(tmp_path / "config.json"),
+        str(tmp_path / "ddp"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+    straight = fit(cfg, tmp_path / "straight", progress_bar=False).method.state_dict()
+    (
+        tmp_path / "resumed"
+    ).mkdir()  # the same tokenizer (learning one twice can differ: see training.text.run)
+    (tmp_path / "resumed" / "tokenizer.json").write_bytes(
+        (tmp_path / "straight" / "tokenizer.json").read_bytes()
+    )
+    fit(cfg, tmp_path / "resumed", progress_bar=False, stop_after=1)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 1
+    resumed = fit(cfg, tmp_path / "resumed", resume=True, progress_bar=False).method.state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -157,3 +157,15 @@ def bundle_texts(bundle_dir: Path, texts: list[str], batch_size: int = 256) -> n
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         out.append(session.run({k: feeds[k] for k in session.input_names}))
     return np.concatenate(out).astype(np.float32)
+
+
+def evaluate_text_run(run_dir: Path) -> dict:
+    """``embedserve-train eval`` of an mlm or clip run (in PyTorch); also written to RUN/eval.json."""
+    import json
+
+    from training.run import load_run
+
+    cfg, data, method, _ = load_run(Path(run_dir))
+    result = mlm_report(method, data) if cfg.method == "mlm" else torch_clip_report(method, data)
+    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -5,13 +5,19 @@ indexed together per batch (MLM: token ids [N, T]; CLIP: pixels [N, C, H, W] and
 caption ids [N, P, T]), and ``data.spec``, what ``build_method`` needs.
 
 The tokenizer is learnt once per run and saved as ``RUN/tokenizer.json`` (a
-resume or an export reads it back, never relearns it); a CLIP run whose text
-tower starts from an MLM run (``text_init``) uses that run's tokenizer.
+resume or an export reads it back, never relearns it; under DDP rank 0 learns it
+and the others load it); a CLIP run whose text tower starts from an MLM run
+(``text_init``) uses that run's tokenizer. A run directory that already holds a
+``tokenizer.json`` uses it as it is: the ``tokenizers`` trainer breaks ties in
+hash-map order (huggingface/tokenizers#1794), so two learnings from the same
+text can differ slightly; copy a run's tokenizer.json into a new run directory
+to repeat that run exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,11 +107,12 @@ def _tokenizer(cfg: FitConfig, run_dir: Path, texts: list[str], min_frequency: i
     path = run_dir / TOKENIZER_FILE
     if not path.exists():
         if cfg.text_init:
-            path.write_text(
-                (Path(cfg.text_init) / TOKENIZER_FILE).read_text(encoding="utf-8"), encoding="utf-8"
-            )
+            content = (Path(cfg.text_init) / TOKENIZER_FILE).read_text(encoding="utf-8")
         else:
-            train_tokenizer(texts, cfg.text.vocab_size, min_frequency).save(str(path))
+            content = train_tokenizer(texts, cfg.text.vocab_size, min_frequency).to_str(pretty=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # written whole, then renamed into place
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, path)
     return load_tokenizer(path), path
 
 
