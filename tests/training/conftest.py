@@ -55,3 +55,29 @@ def tiny_config(digit_folders, **changes):
         threads=2,
     )
     return cfg.with_(**changes)
+
+
+def run_torchrun(cfg, out: Path, nproc: int = 2) -> None:
+    """Train ``cfg`` under ``torchrun --standalone`` with ``nproc`` CPU processes (gloo); each rank
+    saves its final weights as OUT/rank{RANK}.pt (tests/training/ddp_worker.py)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    config = out.parent / f"{out.name}-config.json"
+    config.write_text(cfg.to_json())
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        str(root / "tests" / "training" / "ddp_worker.py"),
+        str(config),
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

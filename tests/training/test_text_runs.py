@@ -8,11 +8,32 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from tests.training.conftest import run_torchrun  # noqa: E402
 from training.backbones import BackboneConfig  # noqa: E402
 from training.backbones.text import TextConfig  # noqa: E402
 from training.config import FitConfig  # noqa: E402
 
 TINY_TEXT = TextConfig(vocab_size=300, max_length=16, dim=32, depth=1, heads=2)
+
+
+def _mlm_config(tmp_path: Path, paragraphs: int, **changes) -> FitConfig:
+    """A tiny MLM run on the first ``paragraphs`` paragraphs of the pydoc corpus."""
+    from training.text.corpus import pydoc_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(pydoc_corpus()[0][:paragraphs]))
+    cfg = FitConfig(
+        method="mlm",
+        data=str(corpus),
+        text=TINY_TEXT,
+        epochs=2,
+        batch_size=32,
+        lr=2e-3,
+        warmup_epochs=1,
+        eval_every=1,
+        threads=2,
+    )
+    return cfg.with_(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +124,8 @@ def test_mlm_run_exports_a_served_text_bundle(tmp_path):
     from tests.conftest import ServerThread, make_config
     from training.export import export_bundle
     from training.loop import fit
-    from training.text.corpus import pydoc_corpus
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(pydoc_corpus()[0][:120]))
-    cfg = FitConfig(
-        method="mlm",
-        data=str(corpus),
-        text=TINY_TEXT,
-        epochs=2,
-        batch_size=32,
-        lr=2e-3,
-        warmup_epochs=1,
-        eval_every=1,
-        threads=2,
-    )
+    cfg = _mlm_config(tmp_path, paragraphs=120)
     fit(cfg, tmp_path / "run", progress_bar=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"masked_accuracy", "unigram", "ratio"} <= set(rows[-1]["eval"])
@@ -148,52 +156,18 @@ def test_mlm_run_exports_a_served_text_bundle(tmp_path):
 
 def test_mlm_trains_under_two_process_torchrun_and_resumes_bit_for_bit(tmp_path):
     """DDP (gloo, 2 ranks) keeps the ranks identical; a run stopped after 1 epoch resumes exactly."""
-    import os
-    import subprocess
-    import sys
-
     from training.loop import fit
     from training.run import load_checkpoint
-    from training.text.corpus import pydoc_corpus
 
-    root = Path(__file__).resolve().parents[2]
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(pydoc_corpus()[0][:60]))
-    cfg = FitConfig(
-        method="mlm",
-        data=str(corpus),
-        text=TINY_TEXT,
-        epochs=2,
-        batch_size=16,
-        lr=2e-3,
-        warmup_epochs=1,
-        eval_every=1,
-        checkpoint_every=1,
-        threads=1,
-    )
-    (tmp_path / "config.json").write_text(cfg.to_json())
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(root / "tests" / "training" / "ddp_worker.py"),
-        str(tmp_path / "config.json"),
-        str(tmp_path / "ddp"),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cfg = _mlm_config(tmp_path, paragraphs=60, batch_size=16, checkpoint_every=1, threads=1)
+    run_torchrun(cfg, tmp_path / "ddp")
     rank0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
     straight = fit(cfg, tmp_path / "straight", progress_bar=False).method.state_dict()
-    (
-        tmp_path / "resumed"
-    ).mkdir()  # the same tokenizer (learning one twice can differ: see training.text.run)
+    # the same tokenizer in both runs: learning one twice can differ (see training.text.run)
+    (tmp_path / "resumed").mkdir()
     (tmp_path / "resumed" / "tokenizer.json").write_bytes(
         (tmp_path / "straight" / "tokenizer.json").read_bytes()
     )
