@@ -12,7 +12,7 @@ its k-NN accuracy change written into the manifest.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import time
 import warnings
@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedserve.metric import Metric, l2_normalize
+from embedserve.models.bundle import Manifest
 from training.data import ImageSet
 from training.evaluate.bundle import bundle_embed
-from training.evaluate.knn import knn_table, l2_normalise
+from training.evaluate.knn import knn_table
 from training.evaluate.probe import linear_probe
 from training.run import load_run
 
@@ -85,7 +87,7 @@ def parity(encoder: nn.Module, onnx_path: Path, pixels: np.ndarray) -> dict[str,
         expected = encoder.eval()(torch.from_numpy(pixels)).numpy().astype(np.float64)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {INPUT_NAME: pixels})[0].astype(np.float64)
-    cosine = (l2_normalise(expected) * l2_normalise(got)).sum(1)
+    cosine = (l2_normalize(expected).astype(np.float64) * l2_normalize(got)).sum(1)
     return {
         "inputs": len(pixels),
         "max_abs_diff": float(np.abs(expected - got).max()),
@@ -189,16 +191,17 @@ def export_bundle(
     with torch.no_grad():
         dim = int(encoder(torch.zeros(1, *shape)).shape[1])
 
-    manifest: dict[str, Any] = {
-        "format_version": 1,
-        "name": name or f"{cfg.data if cfg.data in ('digits', 'shapes') else 'images'}-{cfg.method}",
-        "version": version,
-        "dim": dim,
-        "metric": "cosine",
-        "normalize": True,
-        "image": data.spec.manifest_entry("image.onnx"),
-    }
-    _write(out, manifest)  # preprocessing must be readable before parity (server_pixels reads it)
+    manifest = Manifest(
+        name=name or f"{cfg.data if cfg.data in ('digits', 'shapes') else 'images'}-{cfg.method}",
+        version=version,
+        dim=dim,
+        metric=Metric.COSINE,
+        normalize=True,
+        image=data.spec.tower_spec(onnx_path),
+        text=None,
+        path=out,
+    )
+    manifest.write()  # preprocessing must be readable before parity (server_pixels reads it)
 
     check_set = data.eval if data.eval is not None else data.train
     pixels = server_pixels(out, check_set.images[:parity_images])
@@ -208,18 +211,12 @@ def export_bundle(
             f"ONNX parity failed: {figures} (need max |Δ| ≤ {MAX_ABS_DIFF}, cosine ≥ {MIN_COSINE})"
         )
 
-    provenance: dict[str, Any] = {
-        "method": cfg.method,
-        "dataset": cfg.data,
-        "epochs": state["epoch"],
-        "seed": cfg.seed,
-        "training_seconds": round(state["train_seconds"], 1),
-        "backbone": cfg.backbone.to_dict(),
-        "config": cfg.to_dict(),
-        "built_by": command,
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "torch": torch.__version__,
-        "parity": {**figures, "opset": OPSET, "inputs_from": "server preprocessing of evaluation images"},
+    provenance = run_provenance(cfg, state, command)
+    provenance["backbone"] = cfg.backbone.to_dict()
+    provenance["parity"] = {
+        **figures,
+        "opset": OPSET,
+        "inputs_from": "server preprocessing of evaluation images",
     }
     labelled = data.eval is not None and data.eval.labels is not None and data.train.labels is not None
     if labelled:
@@ -253,10 +250,21 @@ def export_bundle(
             "note": "alternative image.onnx files: point the manifest's image.file at one to serve it",
         }
     provenance["export_seconds"] = round(time.perf_counter() - t0, 1)
-    manifest["provenance"] = provenance
-    _write(out, manifest)
-    return manifest
+    manifest = dataclasses.replace(manifest, provenance=provenance)
+    manifest.write()
+    return manifest.to_json()
 
 
-def _write(out: Path, manifest: dict[str, Any]) -> None:
-    (out / "embedserve.json").write_text(json.dumps(manifest, indent=2) + "\n")
+def run_provenance(cfg, state: dict[str, Any], command: str | None) -> dict[str, Any]:
+    """What every bundle's ``provenance`` says of the run it came from."""
+    return {
+        "method": cfg.method,
+        "dataset": cfg.data,
+        "epochs": state["epoch"],
+        "seed": cfg.seed,
+        "training_seconds": round(state["train_seconds"], 1),
+        "config": cfg.to_dict(),
+        "built_by": command,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__,
+    }

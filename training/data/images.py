@@ -56,16 +56,16 @@ class PixelSpec:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
 
-    def manifest_entry(self, file: str = "image.onnx") -> dict:
-        return {
-            "file": file,
-            "channels": self.channels,
-            "size": list(self.size),
-            "resize": "shorter_side",
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-        }
+    def tower_spec(self, onnx_file: Path) -> ImageTowerSpec:
+        """The bundle manifest's ``image`` tower for a graph at ``onnx_file`` fed these pixels."""
+        return ImageTowerSpec(
+            file=Path(onnx_file),
+            channels=self.channels,
+            size=self.size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+        )
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -1,9 +1,11 @@
 """Few-label weighted k-NN evaluation, as DINO's ``knn_classifier`` does it (numpy only).
 
 Features are L2-normalised; each query takes its k most cosine-similar labelled
-images, and class c scores sum(exp(sim / T)) over those of class c. With L labels
-per class, L images per class are drawn from the training set (5 draws, seeds
-0..4) and accuracy on the test set is averaged: mean ± std over draws.
+images, and class c scores sum(exp(sim / T)) over those of class c — the vote of
+``embedserve.knn``, the very code the server's Classify runs, so the accuracy a
+bundle's provenance reports is the vote it is served with. With L labels per
+class, L images per class are drawn from the training set (5 draws, seeds 0..4)
+and accuracy on the test set is averaged: mean ± std over draws.
 """
 
 from __future__ import annotations
@@ -12,15 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-K = 20
-TEMPERATURE = 0.07
+from embedserve.knn import DEFAULT_K, DEFAULT_TEMPERATURE, nearest, weighted_vote
+from embedserve.metric import Metric, l2_normalize
+
 SHOTS: tuple[int | None, ...] = (1, 5, 10, None)  # None = every training label
 DRAWS = 5
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def knn_predict(
@@ -28,19 +26,15 @@ def knn_predict(
     support_labels: np.ndarray,
     queries: np.ndarray,
     num_classes: int,
-    k: int = K,
-    temperature: float = TEMPERATURE,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> np.ndarray:
-    """Predicted class per query, int64 [Q]. ``support`` [S, D], ``queries`` [Q, D] (normalised here)."""
-    support, queries = l2_normalise(support), l2_normalise(queries)
-    k = min(k, len(support))
-    sims = queries @ support.T  # [Q, S]
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    top_sims = np.take_along_axis(sims, top, axis=1)
-    weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / temperature)
-    votes = np.zeros((len(queries), num_classes))
-    np.add.at(votes, (np.arange(len(queries))[:, None], support_labels[top]), weights)
-    return votes.argmax(axis=1)
+    """Predicted class per query, int64 [Q]: the server's vote (``embedserve.knn``) over the k most
+    cosine-similar of ``support`` [S, D] (labels int [S]) for ``queries`` [Q, D] (normalised here)."""
+    support, queries = l2_normalize(support), l2_normalize(queries)
+    sims, index = nearest(queries, support, k, Metric.COSINE)
+    probs = weighted_vote(sims, np.asarray(support_labels)[index], num_classes, temperature)
+    return probs.argmax(axis=1)
 
 
 def draw_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -57,8 +51,8 @@ def knn_table(
     test_labels: np.ndarray,
     shots: Sequence[int | None] = SHOTS,
     draws: int = DRAWS,
-    k: int = K,
-    temperature: float = TEMPERATURE,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
 ) -> dict[str, dict[str, float]]:
     """k-NN accuracy (%) per label budget: {"1": {"mean", "std"}, ..., "all": {...}}.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.evaluate.knn import l2_normalise
+from embedserve.metric import l2_normalize
 
 
 def linear_probe(
@@ -14,7 +14,7 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(l2_normalise(train))
+    scaler = StandardScaler().fit(l2_normalize(train))
     clf = LogisticRegression(C=c, max_iter=2000)
-    clf.fit(scaler.transform(l2_normalise(train)), train_labels)
-    return round(100 * float(clf.score(scaler.transform(l2_normalise(test)), test_labels)), 2)
+    clf.fit(scaler.transform(l2_normalize(train)), train_labels)
+    return round(100 * float(clf.score(scaler.transform(l2_normalize(test)), test_labels)), 2)

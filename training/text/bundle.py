@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from embedserve.metric import Metric
-from embedserve.models.bundle import ImageTowerSpec, Manifest, TextTowerSpec
+from embedserve.models.bundle import Manifest, TextTowerSpec
 from training.text.export import export_text_onnx, text_parity
 from training.text.run import PairData, PairSet, TextData
 
@@ -48,7 +46,7 @@ def export_text_bundle(
     run_dir: Path, out: Path, *, name: str | None, version: str, command: str | None
 ) -> dict[str, Any]:
     """Write the bundle of an ``mlm`` or ``clip`` run into ``out``; returns its manifest (as written)."""
-    from training.export import export_onnx, parity, server_pixels
+    from training.export import export_onnx, parity, run_provenance, server_pixels
     from training.run import load_run
 
     t0 = time.perf_counter()
@@ -57,18 +55,8 @@ def export_text_bundle(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    provenance: dict[str, Any] = {
-        "method": cfg.method,
-        "dataset": cfg.data,
-        "epochs": state["epoch"],
-        "seed": cfg.seed,
-        "training_seconds": round(state["train_seconds"], 1),
-        "text": cfg.text.to_dict(),
-        "config": cfg.to_dict(),
-        "built_by": command,
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "torch": torch.__version__,
-    }
+    provenance = run_provenance(cfg, state, command)
+    provenance["text"] = cfg.text.to_dict()
     image_spec = None
     if isinstance(data, TextData):
         from training.text.evaluate import mlm_report
@@ -88,14 +76,7 @@ def export_text_bundle(
         texts = [c for captions in evaluation_set.images.captions[:64] for c in captions]
         text_spec, text_figures = _text_tower(method.text_encoder(), data.spec.text, out, texts)
         pixels = data.spec.pixels
-        image_spec = ImageTowerSpec(
-            out / "image.onnx",
-            pixels.channels,
-            pixels.size,
-            pixels.mean,
-            pixels.std,
-            interpolation=pixels.interpolation,
-        )
+        image_spec = pixels.tower_spec(out / "image.onnx")
         encoder = method.encoder().eval()
         export_onnx(encoder, (pixels.channels, *pixels.size), out / "image.onnx")
         dim = method.options.embed_dim
