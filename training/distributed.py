@@ -84,3 +84,17 @@ def average_buffers(module: torch.nn.Module, ctx: Context) -> None:
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` [B, ...] concatenated in rank order, [B x world, ...], with
+    gradients flowing back to each rank's own part (``tensor`` itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor))
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float,
+    gather: Callable[[Tensor], Tensor] | None = None,
+    rank: int = 0,
+) -> Tensor:
     """SimCLR's normalised-temperature cross-entropy.
 
     ``z1``, ``z2``: [B, D] projections of two views of the same B images. Each of the
-    2B vectors must pick its partner among the other 2B - 1 by cosine / temperature.
+    2B vectors must pick its partner among the other candidates by cosine / temperature.
+    Alone the candidates are the batch's other 2B - 1 vectors. Under DDP, ``gather``
+    (``training.distributed.gather_with_grad``) brings every rank's projections, so the
+    candidates are the global batch's 2BW - 1, as in single-process training on it;
+    this rank's rows are scored and the loss is their mean. DDP then averages the
+    ranks' gradients, which makes them exactly those of the mean loss over the global
+    batch (the gather passes each rank's share of the gradient back to it).
     """
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z1.shape[0]
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    n = a.shape[0]
+    all_a, all_b = (gather(a), gather(b)) if gather is not None else (a, b)
+    total = all_a.shape[0]  # B x world
+    logits = torch.cat([a, b]) @ torch.cat([all_a, all_b]).T / temperature  # [2B, 2BW]
+    own = torch.arange(rank * n, (rank + 1) * n, device=a.device)
+    rows = torch.arange(2 * n, device=a.device)
+    logits[rows, torch.cat([own, own + total])] = float("-inf")  # a vector is not its own candidate
+    targets = torch.cat([own + total, own])  # view 1 of image i picks view 2 of it, and back
     return F.cross_entropy(logits, targets)
 
 

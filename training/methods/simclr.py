@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from training.augment import AugmentConfig, Normalize, augment
+from training.distributed import gather_with_grad, rank
 from training.heads import mlp
 from training.losses import nt_xent, std_of_l2_normalized
 from training.methods.base import Method
@@ -43,5 +44,6 @@ class SimCLR(Method):
     def forward(self, images: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
         views = torch.cat([augment(images, self.augment), augment(images, self.augment)])
         z1, z2 = self.projector(self.backbone(self.prepare(views))).chunk(2)
-        loss = nt_xent(z1, z2, self.options.temperature)
+        # under DDP every rank's projections are negatives, as on one device with the global batch
+        loss = nt_xent(z1, z2, self.options.temperature, gather_with_grad, rank())
         return loss, {"embedding_std": std_of_l2_normalized(z1)}
