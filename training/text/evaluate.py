@@ -154,8 +154,12 @@ def bundle_texts(bundle_dir: Path, texts: list[str], batch_size: int = 256) -> n
     for start in range(0, len(texts), batch_size):
         ids, _ = pre.tokenize(texts[start : start + batch_size])
         input_ids, attention_mask = pre.pad(ids)
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        out.append(session.run({k: feeds[k] for k in session.input_names}))
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": np.zeros_like(input_ids),
+        }
+        out.append(session.run({k: feeds[k] for k in session.input_names}))  # as Tower.run_batch feeds it
     return np.concatenate(out).astype(np.float32)
 
 
