@@ -29,19 +29,25 @@ NAME = "digits-simclr"
 RECIPE = "digits-simclr"
 
 
-def build(out: Path = HERE / NAME, run_dir: Path | None = None) -> Path:
-    """Train the recipe into ``run_dir`` (a temporary directory by default) and export to ``out``."""
+def build_bundle(
+    name: str, recipe_name: str, out: Path, command: str, run_dir: Path | None, variants: tuple[str, ...] = ()
+) -> Path:
+    """Train ``recipe_name`` into ``run_dir`` (a temporary directory by default; a finished run there
+    is exported as it is) and export it to ``out`` as bundle ``name``."""
     from training.export import export_bundle
     from training.loop import fit
     from training.recipes import recipe
 
-    with tempfile.TemporaryDirectory(prefix="embedserve-default-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"embedserve-{name}-") as tmp:
         run = Path(run_dir or Path(tmp) / "run")
-        fit(recipe(RECIPE), run, progress_bar=sys.stderr.isatty())
-        export_bundle(
-            run, out, name=NAME, variants=("fp16", "int8"), command="python models/build_default.py"
-        )
+        if not (run / "checkpoints" / "last.pt").exists():
+            fit(recipe(recipe_name), run, progress_bar=sys.stderr.isatty())
+        export_bundle(run, out, name=name, variants=variants, command=command)
     return out
+
+
+def build(out: Path = HERE / NAME, run_dir: Path | None = None) -> Path:
+    return build_bundle(NAME, RECIPE, out, "python models/build_default.py", run_dir, ("fp16", "int8"))
 
 
 if __name__ == "__main__":

@@ -18,28 +18,18 @@ both towers and the zero-shot / recall figures as served.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from build_default import build_bundle  # noqa: E402
 
 NAME = "shapes-clip"
-RECIPE = "shapes-clip"
 
 
 def build(out: Path = HERE / NAME, run_dir: Path | None = None) -> Path:
-    """Train the recipe into ``run_dir`` (a temporary directory by default) and export to ``out``."""
-    from training.export import export_bundle
-    from training.loop import fit
-    from training.recipes import recipe
-
-    with tempfile.TemporaryDirectory(prefix="embedserve-shapes-clip-") as tmp:
-        run = Path(run_dir or Path(tmp) / "run")
-        if not (run / "checkpoints" / "last.pt").exists():
-            fit(recipe(RECIPE), run, progress_bar=sys.stderr.isatty())
-        export_bundle(run, out, name=NAME, command="python models/build_shapes_clip.py")
-    return out
+    return build_bundle(NAME, NAME, out, "python models/build_shapes_clip.py", run_dir)
 
 
 if __name__ == "__main__":
