@@ -33,6 +33,7 @@ class ServerConfig:
     data: Path = Path("./embedserve-data")
     device: str = "auto"  # auto | cpu | cuda: ONNX Runtime provider and FAISS GPU
     max_batch_size: int = 32
+    max_batch_tokens: int = 256  # text towers: rows x longest sequence per batch (CPU; raise it on a GPU)
     max_delay_ms: float = 0.0  # 0: batch whatever queued while the previous batch ran (no added latency)
     max_message_bytes: int = 64 << 20
     max_image_bytes: int = 20 << 20
@@ -62,6 +63,7 @@ class ServerConfig:
             raise ValueError("tls_cert and tls_key must be given together")
         for name in (
             "max_batch_size",
+            "max_batch_tokens",
             "max_message_bytes",
             "max_image_bytes",
             "max_image_pixels",

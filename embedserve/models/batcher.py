@@ -58,6 +58,7 @@ class _Part:
 class _Batch:
     items: list[Any] = field(default_factory=list)
     parts: list[_Part] = field(default_factory=list)
+    longest: int = 0  # the largest item_size among items (with an item budget)
 
 
 class Batcher:
@@ -65,6 +66,10 @@ class Batcher:
 
     ``run_batch(items) -> [len(items), D]`` is synchronous and runs in ``executor``.
     ``on_batch(n)`` is called with each batch's size before it runs (for metrics).
+    With ``item_size`` and ``max_batch_cost``, a batch also stops growing before
+    len(items) x max(item_size) would pass the cost: texts are padded to the
+    longest in their batch, so a long one among short ones makes a smaller batch
+    rather than padding every other row to its length (one item always fits).
     Use from one event loop: ``start()`` inside it, ``await stop()`` to drain.
     """
 
@@ -78,6 +83,8 @@ class Batcher:
         name: str,
         on_batch: Callable[[int], None] | None = None,
         max_concurrent_batches: int = 1,
+        item_size: Callable[[Any], int] | None = None,
+        max_batch_cost: int = 0,
     ) -> None:
         if max_batch_size < 1 or max_delay_ms < 0 or max_concurrent_batches < 1:
             raise ValueError("need max_batch_size >= 1, max_delay_ms >= 0, max_concurrent_batches >= 1")
@@ -88,6 +95,8 @@ class Batcher:
         self.name = name
         self.on_batch = on_batch
         self.max_concurrent_batches = max_concurrent_batches
+        self.item_size = item_size if max_batch_cost > 0 else None
+        self.max_batch_cost = max_batch_cost
         self._queue: deque[_Request] = deque()
         self._pending = 0  # items queued, not yet in a batch, of live requests
         self._wakeup: asyncio.Event | None = None
@@ -204,6 +213,10 @@ class Batcher:
                 self._queue.popleft()  # settled while waiting
                 continue
             count = min(len(request.items) - request.taken, self.max_batch_size - len(batch.items))
+            if self.item_size is not None:
+                count = self._within_cost(batch, request, count)
+                if count == 0:
+                    break
             batch.parts.append(_Part(request, request.taken, count, len(batch.items)))
             batch.items.extend(request.items[request.taken : request.taken + count])
             request.taken += count
@@ -211,6 +224,17 @@ class Batcher:
             if request.taken == len(request.items):
                 self._queue.popleft()
         return batch
+
+    def _within_cost(self, batch: _Batch, request: _Request, count: int) -> int:
+        """How many of ``request``'s next ``count`` items fit the batch's cost (updates ``batch.longest``)."""
+        assert self.item_size is not None
+        n, taken = len(batch.items), 0
+        for item in request.items[request.taken : request.taken + count]:
+            longest = max(batch.longest, self.item_size(item))
+            if n > 0 and (n + 1) * longest > self.max_batch_cost:
+                break
+            batch.longest, n, taken = longest, n + 1, taken + 1
+        return taken
 
     async def _execute(self, batch: _Batch, slots: asyncio.Semaphore) -> None:
         try:

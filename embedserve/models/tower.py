@@ -67,6 +67,7 @@ class Tower:
                     "needs input_ids and attention_mask (token_type_ids optional)"
                 )
             self.preprocessor = TextPreprocessor(spec.tokenizer, spec.max_length, config.max_text_bytes)
+        text = isinstance(self.preprocessor, TextPreprocessor)
         self.batcher = Batcher(
             self.run_batch,
             max_batch_size=config.max_batch_size,
@@ -74,6 +75,8 @@ class Tower:
             executor=executor,
             name=f"{manifest.name}/{modality}",
             on_batch=on_batch,
+            item_size=len if text else None,  # a text's cost is its padded length
+            max_batch_cost=config.max_batch_tokens if text else 0,
         )
 
     @property

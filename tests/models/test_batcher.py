@@ -89,6 +89,29 @@ def test_oversized_request_is_split_and_reassembled(pool) -> None:
     assert sizes == [4, 4, 2]
 
 
+def test_item_cost_budget_cuts_batches_before_padding_explodes(pool) -> None:
+    """With item_size and max_batch_cost, rows x largest item stays within the cost (texts padded to the
+    longest): a long item gets a small batch, short ones fill a large one; a single item always fits."""
+    seen: list[list] = []
+
+    def run(items: list) -> np.ndarray:
+        seen.append(list(items))
+        return np.zeros((len(items), 2), np.float32)
+
+    b = batcher(run, pool, max_batch_size=8, item_size=len, max_batch_cost=12)
+
+    async def main() -> None:
+        b.start()
+        texts = ["x" * 20, "x" * 6, "x" * 6, "x" * 3, "x" * 3, "x" * 3, "x" * 2, "x", "x", "x"]
+        out = await b.submit(texts)
+        await b.stop()
+        assert out.shape == (10, 2)
+
+    asyncio.run(main())
+    assert [[len(t) for t in batch] for batch in seen] == [[20], [6, 6], [3, 3, 3, 2], [1, 1, 1]]
+    assert all(len(batch) * max(len(t) for t in batch) <= 12 for batch in seen[1:])
+
+
 def test_expired_request_is_not_computed(pool) -> None:
     run = Recorder()
     b = batcher(run, pool, max_delay_ms=0)
