@@ -175,3 +175,31 @@ def test_mlm_trains_under_two_process_torchrun_and_resumes_bit_for_bit(tmp_path)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 1
     resumed = fit(cfg, tmp_path / "resumed", resume=True, progress_bar=False).method.state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_clip_image_tower_starts_from_a_grayscale_simclr_run(digit_folders, pairs_csv, tmp_path):
+    """``image_init``: the backbone of an image run (here 1-channel digits) seeds CLIP's RGB tower."""
+    from tests.training.conftest import tiny_config
+    from training.loop import fit
+    from training.run import load_checkpoint, prepare_data
+    from training.text.run import build_text_method
+
+    fit(tiny_config(digit_folders, epochs=1), tmp_path / "simclr", progress_bar=False)
+    simclr = load_checkpoint(tmp_path / "simclr" / "checkpoints" / "last.pt")["model"]
+    cfg = FitConfig(
+        method="clip",
+        data=str(pairs_csv),
+        size=(16, 16),
+        backbone=BackboneConfig(width=8, depths=(1, 1)),
+        text=TINY_TEXT,
+        method_options={"embed_dim": 16},
+        image_init=str(tmp_path / "simclr"),
+    )
+    clip = build_text_method(cfg, prepare_data(cfg, tmp_path / "clip").spec)
+    stem = clip.image.backbone.stem[0].weight
+    assert torch.allclose(stem, simclr["backbone.stem.0.weight"].repeat(1, 3, 1, 1) / 3)
+    grey = torch.rand(2, 1, 16, 16)
+    clip.image.backbone.eval()
+    assert clip.image.backbone.stem[0](grey.repeat(1, 3, 1, 1)).allclose(
+        torch.nn.functional.conv2d(grey, simclr["backbone.stem.0.weight"], padding=1), atol=1e-5
+    )

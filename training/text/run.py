@@ -178,6 +178,21 @@ def prepare_text_data(cfg: FitConfig, run_dir: Path) -> TextData | PairData:
     return prepare_mlm(cfg, run_dir) if cfg.method == "mlm" else prepare_clip(cfg, run_dir)
 
 
+def _to_channels(
+    weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Image-backbone weights fitted to ``target``'s input channels: a grayscale stem (1 channel, e.g.
+    the digits SimCLR run) is spread over RGB as its weights / 3 per channel, which computes the
+    same features from a grey image; anything else must match as it is."""
+    out = dict(weights)
+    for key, value in weights.items():
+        want = target.get(key)
+        if want is not None and value.dim() == 4 and value.shape[1] == 1 and want.shape[1] == 3:
+            if value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
+                out[key] = value.repeat(1, 3, 1, 1) / 3
+    return out
+
+
 def build_text_method(cfg: FitConfig, spec: TextSpec | PairSpec) -> MLM | CLIP:
     """A freshly initialised ``mlm`` or ``clip`` method (seeded by ``cfg.seed``), on the CPU.
 
@@ -202,9 +217,8 @@ def build_text_method(cfg: FitConfig, spec: TextSpec | PairSpec) -> MLM | CLIP:
         )
     if cfg.image_init:
         state = load_checkpoint(checkpoint_path(Path(cfg.image_init)))["model"]
-        backbone.load_state_dict(
-            {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-        )
+        weights = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        backbone.load_state_dict(_to_channels(weights, backbone.state_dict()))
     return CLIP(
         backbone,
         Normalize(spec.pixels.mean, spec.pixels.std),
