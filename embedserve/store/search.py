@@ -67,7 +67,16 @@ def search(
     extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
     fetch = min(k + extra, allowed)
     scores, rows = top_k(
-        index, gpu, table, x, fetch, mask, filtered=filtered, nprobe=nprobe, ef_search=ef_search
+        index,
+        gpu,
+        table,
+        x,
+        fetch,
+        mask,
+        filtered=filtered,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        allowed=allowed,
     )
     return hits(table, scores, rows, k, exclude)
 
@@ -83,11 +92,13 @@ def top_k(
     filtered: bool,
     nprobe: int = 0,
     ef_search: int = 0,
+    allowed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores float32 [q, >= k], rows int64 [q, >= k]), best first, every query with k allowed rows.
 
     -1 rows mark missing or left-out results (callers skip them). ``k`` must not
-    exceed the number of allowed rows. See the module docstring for the paths.
+    exceed the number of allowed rows (``allowed``: that number, when the caller has it).
+    See the module docstring for the paths.
     """
     vectors = table.vectors
     if gpu is not None and not gpu.failed and not filtered:
@@ -103,7 +114,7 @@ def top_k(
         found = index.search_index(x, k, None, nprobe, ef_search)
         assert found is not None
         return fill_short(index, x, k, *found, None, vectors)
-    n_allowed = int(np.count_nonzero(mask))
+    n_allowed = int(np.count_nonzero(mask)) if allowed is None else allowed
     n_dead = len(mask) - n_allowed if not filtered else None
     if n_dead is not None and n_dead <= _overfetch_limit(index, k):
         return _overfetch(index, x, k, n_dead, mask, vectors, nprobe, ef_search)
