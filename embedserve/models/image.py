@@ -61,8 +61,10 @@ class ImagePreprocessor:
             pixels = self._to_array(self._fit(image))
         except EmbedServeError:
             raise
-        except Image.DecompressionBombError as e:
-            raise item_error(ResourceExhausted, index, f"image has too many pixels: {e}") from None
+        except Image.DecompressionBombError:  # Pillow's own threshold, met before our header check could run
+            raise item_error(
+                ResourceExhausted, index, f"image has more pixels than the limit {self.max_image_pixels}"
+            ) from None
         except MemoryError:
             raise item_error(ResourceExhausted, index, "image too large to decode") from None
         except UnidentifiedImageError:

@@ -27,6 +27,9 @@ from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 log = logging.getLogger("embedserve.server")
 
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[s].full_name for s in pb.DESCRIPTOR.services_by_name)
+# RPC names the metrics may carry: a made-up method name counts as "unknown", so a stranger
+# cannot grow the metrics (one series per name) by calling names that do not exist
+KNOWN_RPCS = frozenset(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods)
 HEALTH_WATCH_S = 1.0
 
 
@@ -63,7 +66,8 @@ class EmbedServer:
         tokens = cfg.tokens()
 
         def rejected(rpc: str) -> None:
-            self.metrics.requests.labels(rpc, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+            label = rpc if rpc in KNOWN_RPCS else "unknown"
+            self.metrics.requests.labels(label, grpc.StatusCode.UNAUTHENTICATED.name).inc()
 
         interceptors = [BearerTokenInterceptor(tokens, on_reject=rejected)] if tokens else []
         limit = cfg.max_message_bytes

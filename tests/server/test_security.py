@@ -32,6 +32,22 @@ def test_missing_and_wrong_tokens_are_unauthenticated(token_server):
     assert sample("embedserve_requests_total", {"rpc": "ListModels", "code": "UNAUTHENTICATED"}) == 2
 
 
+def test_made_up_method_names_do_not_grow_the_metrics(token_server):
+    """Unauthenticated calls to invented methods count under one label, not one series per name."""
+    registry = token_server.server.metrics.registry
+    with grpc.insecure_channel(f"127.0.0.1:{token_server.server.port}") as channel:
+        for i in range(40):
+            call = channel.unary_unary(f"/embedserve.v1.EmbedService/Invented{i}")
+            got, _ = status_of(lambda call=call: call(b"", timeout=5))
+            assert got == grpc.StatusCode.UNAUTHENTICATED
+    names = {s.labels.get("rpc") for metric in registry.collect() for s in metric.samples}
+    assert not any(str(n).startswith("Invented") for n in names)
+    assert (
+        registry.get_sample_value("embedserve_requests_total", {"rpc": "unknown", "code": "UNAUTHENTICATED"})
+        == 40
+    )
+
+
 def test_valid_tokens_work(token_server):
     for token in ("secret-one", "secret-two"):
         with token_server.client(token=token) as c:
