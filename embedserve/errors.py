@@ -55,6 +55,19 @@ class Unavailable(EmbedServeError):
     """The server, a model or a collection cannot take the request now (starting, closed, broken)."""
 
 
+QUOTE_CHARS = 64  # how much of a client's value an error message repeats
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length said: messages name the
+    offending value without echoing a megabyte of it back (gRPC caps the size of a status message)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str | bytes) else f"{len(text)} characters as text"
+    return f"{text[:limit]}... ({size})"
+
+
 def item_error(
     cls: type[EmbedServeError], index: int, message: str, *, noun: str = "item"
 ) -> EmbedServeError:

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from embedserve.errors import InvalidArgument
+from embedserve.errors import InvalidArgument, quote
 
 
 class Metric(StrEnum):
@@ -40,7 +40,7 @@ class Metric(StrEnum):
         try:
             return cls(str(value)) if isinstance(value, str) else cls(value)  # type: ignore[arg-type]
         except ValueError:
-            raise InvalidArgument(f"metric must be one of {', '.join(cls)}, not {value!r}") from None
+            raise InvalidArgument(f"metric must be one of {', '.join(cls)}, not {quote(value)}") from None
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(m.value for m in Metric)

@@ -10,7 +10,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from embedserve.config import ServerConfig
-from embedserve.errors import BundleError, NotFound
+from embedserve.errors import BundleError, NotFound, quote
 from embedserve.models.bundle import Manifest, load_manifest
 from embedserve.models.model import Model
 from embedserve.models.runtime import resolve_providers
@@ -100,7 +100,7 @@ class ModelRegistry:
         model = self._models.get(name or self._default)
         if model is None:
             loaded = ", ".join(self._models) or "none"
-            raise NotFound(f"model '{name}' not found; loaded: {loaded}")
+            raise NotFound(f"model {quote(name)} not found; loaded: {loaded}")
         return model
 
     def _towers(self) -> list[Tower]:

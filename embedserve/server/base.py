@@ -20,6 +20,10 @@ from embedserve.store import Collection, Store
 
 log = logging.getLogger("embedserve.server")
 
+# a status message travels in a trailer: keep it far below gRPC's metadata limit, whatever a
+# message quotes (errors quote client values short, see embedserve.errors.quote; this is the net)
+MAX_STATUS_CHARS = 2000
+
 
 @dataclass
 class Parts:
@@ -69,7 +73,7 @@ def rpc(name: str):
                     raise Unavailable("server is starting: models are still loading")
                 return await method(self, request, context)
             except EmbedServeError as err:
-                code, message = status_code(err), err.message
+                code, message = status_code(err), err.message[:MAX_STATUS_CHARS]
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise

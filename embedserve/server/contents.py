@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from embedserve.errors import EmbedServeError, FailedPrecondition, InvalidArgument, item_error, readdress
+from embedserve.errors import (
+    EmbedServeError,
+    FailedPrecondition,
+    InvalidArgument,
+    item_error,
+    quote,
+    readdress,
+)
 from embedserve.models import ImageInput, Model, ModelInput, TextInput
 from embedserve.store import Collection
 from embedserve.v1 import embedserve_pb2 as pb
@@ -76,7 +83,7 @@ def item_content(item: pb.Item, index: int) -> Content:
     content = _embeddable(item, item.WhichOneof("content"), index, "item")
     if content is None:
         raise item_error(
-            InvalidArgument, index, f"item {item.id!r} has no content: set image, text or vector"
+            InvalidArgument, index, f"item {quote(item.id)} has no content: set image, text or vector"
         )
     return content
 

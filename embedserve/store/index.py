@@ -21,7 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from embedserve.errors import InvalidArgument
+from embedserve.errors import InvalidArgument, quote
 from embedserve.metric import Metric
 from embedserve.store.spec import CollectionSpec
 
@@ -71,13 +71,14 @@ def new_index(spec: CollectionSpec) -> faiss.Index:
         index = faiss.index_factory(spec.dim, spec.index_spec, FAISS_METRICS[spec.metric])
     except RuntimeError as err:
         raise InvalidArgument(
-            f"{where}: index_spec '{spec.index_spec}' rejected by FAISS for dim {spec.dim}: {_faiss_reason(err)}"
+            f"{where}: index_spec {quote(spec.index_spec)} rejected by FAISS for dim {spec.dim}: "
+            f"{_faiss_reason(err)[:200]}"
         ) from None
     core, _ = _unwrap(index)
     base = faiss.downcast_index(core.base_index) if isinstance(core, faiss.IndexRefine) else core
     if not isinstance(base, _SUPPORTED):
         raise InvalidArgument(
-            f"{where}: index type {type(base).__name__} (from '{spec.index_spec}') is not supported: "
+            f"{where}: index type {type(base).__name__} (from {quote(spec.index_spec)}) is not supported: "
             "the store needs an index that accepts incremental adds and assigns its own ids "
             "(Flat, HNSW, IVF, PQ, SQ, LSH, RQ/LSQ, optionally behind a transform or refine)"
         )

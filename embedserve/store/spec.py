@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from embedserve.errors import FailedPrecondition, InvalidArgument
+from embedserve.errors import FailedPrecondition, InvalidArgument, quote
 from embedserve.metric import Metric
 
 NAME_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -71,7 +71,7 @@ def check_name(name: object) -> str:
     """The collection name, or InvalidArgument if it does not fullmatch NAME_RE."""
     if not isinstance(name, str) or re.fullmatch(NAME_RE, name) is None:
         raise InvalidArgument(
-            f"collection name {name!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ -"
+            f"collection name {quote(name)} is invalid: use 1-64 characters from A-Z a-z 0-9 _ -"
         )
     return name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedserve.errors import NotFound, item_error
+from embedserve.errors import NotFound, item_error, quote
 
 _GROWTH = 1.5
 _MIN_CAPACITY = 64
@@ -74,7 +74,7 @@ class ItemTable:
             if row is None:
                 if allow_missing:
                     continue
-                raise item_error(NotFound, i, f"id '{item_id}' not found in collection '{collection}'")
+                raise item_error(NotFound, i, f"id {quote(item_id)} not found in collection '{collection}'")
             out.append(row)
         return out
 

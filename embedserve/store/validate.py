@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from embedserve.errors import InvalidArgument, item_error
+from embedserve.errors import InvalidArgument, item_error, quote
 from embedserve.limits import MAX_ID_BYTES, check_k, check_search_params
 from embedserve.store.spec import CollectionSpec
 from embedserve.vectors import dimension_error, prepare
@@ -47,7 +47,9 @@ def check_new_ids(ids: object) -> list[str]:
         first: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if item_id in first:
-                raise item_error(InvalidArgument, i, f"id '{item_id}' also appears at item {first[item_id]}")
+                raise item_error(
+                    InvalidArgument, i, f"id {quote(item_id)} also appears at item {first[item_id]}"
+                )
             first[item_id] = i
     return ids
 
@@ -106,7 +108,9 @@ def check_upsert(
         else:
             raise item_error(InvalidArgument, i, "metadata must map strings to strings")
     x = check_vectors(vectors, len(ids), spec)
-    return ids, x, list(labels), clean_meta
+    # one rule on every path: an empty label means "no label" (clients in languages without
+    # optional strings send "" for unset), never a class of its own
+    return ids, x, [label or None for label in labels], clean_meta
 
 
 def check_search(

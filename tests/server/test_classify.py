@@ -122,3 +122,17 @@ def test_support_set_too_large_is_resource_exhausted(client):
     queries = list(rng.standard_normal((25_001, 16)).astype(np.float32))
     got, details = status_of(lambda: client.classify(queries, support=support))
     assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "collection" in details
+
+
+def test_an_empty_label_means_unlabelled(client):
+    """A client that fills unset strings with "" (JS, Go) must not create a phantom class."""
+    client.create_collection("empty-label")
+    v = np.eye(16, dtype=np.float32)
+    client.upsert(
+        "empty-label",
+        [item("a", vector=v[0], label="cat"), item("b", vector=v[0] + 0.01 * v[1], label="")],
+    )
+    assert not client.get("empty-label", ["b"])[0].HasField("label")
+    assert client.describe_collection("empty-label").labelled_count == 1
+    (result,) = client.classify([v[0]], collection="empty-label", k=5)
+    assert [p.label for p in result.probabilities] == ["cat"]

@@ -76,3 +76,31 @@ def test_cuda_server_reports_cuda(bundles, tmp_path):
 def test_cuda_requested_without_gpu_fails_loudly(bundles, tmp_path):
     with pytest.raises(RuntimeError, match="CUDA"):
         ServerThread(make_config(bundles, tmp_path / "data", device="cuda"))
+
+
+def test_errors_quote_a_short_prefix_of_huge_inputs(client):
+    """A 20k-character name, a 10 kB index spec, a 100k-character id: the right code, a short message."""
+    from embedserve.client import item
+
+    checks = [
+        (lambda: client.create_collection("n" * 20_000), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda: client.create_collection("spec-test", index_spec="HNSW32," * 1500),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (lambda: client.describe_collection("x" * 20_000), grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda: client.embed(["a"], model="m" * 50_000), grpc.StatusCode.NOT_FOUND),
+    ]
+    client.create_collection("quote-test")
+    checks.append((lambda: client.get("quote-test", ["i" * 100_000]), grpc.StatusCode.NOT_FOUND))
+    checks.append(
+        (
+            lambda: client.upsert("quote-test", [item("j" * 300, vector=np.ones(16, np.float32))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    )
+    for call, code in checks:
+        got, details = status_of(call)
+        assert got == code, details[:200]
+        assert len(details) < 400, details[:400]
+        assert "characters)" in details or "bytes long" in details, details  # quoted short, or not at all
