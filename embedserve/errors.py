@@ -55,7 +55,7 @@ class Unavailable(EmbedServeError):
     """The server, a model or a collection cannot take the request now (starting, closed, broken)."""
 
 
-QUOTE_CHARS = 64  # how much of a client's value an error message repeats
+QUOTE_CHARS = 100  # how much of a client's value an error message repeats
 
 
 def quote(value: object, limit: int = QUOTE_CHARS) -> str:
