@@ -136,3 +136,24 @@ def test_an_empty_label_means_unlabelled(client):
     assert client.describe_collection("empty-label").labelled_count == 1
     (result,) = client.classify([v[0]], collection="empty-label", k=5)
     assert [p.label for p in result.probabilities] == ["cat"]
+
+
+def test_huge_finite_vectors_are_refused_not_turned_into_nan(client):
+    """±1e30 is finite but overflows float32 products: refused with the limit named, never NaN."""
+    huge = np.full(16, 1e30, np.float32)
+    client.create_collection("huge-l2", metric="l2")
+    got, details = status_of(lambda: client.upsert("huge-l2", [item("a", vector=huge)]))
+    assert (
+        got == grpc.StatusCode.INVALID_ARGUMENT
+        and details == "item 0: vector has a component of magnitude 1e+30, limit 1e+15"
+    )
+    got, details = status_of(
+        lambda: client.classify([np.ones(16, np.float32)], support=[(huge, "a")], metric="ip")
+    )
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("support 0: vector has a component")
+    big = np.full(16, 1e15, np.float32)  # at the limit: distances stay finite and ordered
+    client.upsert(
+        "huge-l2", [item("far", vector=big), item("near", vector=np.ones(16, np.float32), label="x")]
+    )
+    hits = client.search("huge-l2", [np.zeros(16, np.float32)], k=2)[0]
+    assert [h.id for h in hits] == ["near", "far"] and all(np.isfinite(h.score) for h in hits)
