@@ -15,7 +15,8 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from embedserve.config import ServerConfig, load_config
+from embedserve.config import ServerConfig, load_config, setting_names
+from embedserve.limits import Limits
 from embedserve.metric import METRIC_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -31,27 +32,39 @@ def _add_serve(sub) -> None:
         "EMBEDSERVE_* environment variables, which override the --config TOML file.",
     )
     p.add_argument("--config", type=Path, help="TOML file with server settings")
-    for f in fields(ServerConfig):
-        if f.name in SECRET_FIELDS:
+    defaults = {f.name: f.default for f in fields(ServerConfig)} | {f.name: f.default for f in fields(Limits)}
+    for name in setting_names():
+        if name in SECRET_FIELDS:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "models":
+        flag = "--" + name.replace("_", "-")
+        if name == "models":
             p.add_argument(
                 flag,
                 action="append",
                 help="bundle dir, or dir of bundles (repeatable); default: the bundled models/",
             )
+        elif name == "insecure":
+            p.add_argument(
+                flag,
+                action="store_const",
+                const="true",
+                help="allow a non-loopback --host without bearer tokens: anyone who can reach the port "
+                "can read and write every collection",
+            )
         else:
-            p.add_argument(flag, dest=f.name, help=f"(default: {f.default})")
+            p.add_argument(flag, dest=name, help=f"(default: {defaults[name]})")
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
-    flags = {f.name: getattr(args, f.name, None) for f in fields(ServerConfig) if f.name not in SECRET_FIELDS}
+    flags = {name: getattr(args, name, None) for name in setting_names() if name not in SECRET_FIELDS}
     config = load_config(flags, config_file=args.config)
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # FAISS says at INFO, on every start, that it "could not load library with AVX2 support"
+    # when the wheel has no AVX2 build: harmless (it loads the generic build), but it reads as an error
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from embedserve.errors import EmbedServeError
     from embedserve.server.app import serve
 

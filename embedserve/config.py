@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from embedserve.limits import LIMIT_NAMES, Limits
+
 ENV_PREFIX = "EMBEDSERVE_"
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -55,6 +57,10 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     grace_s: float = 10.0  # SIGTERM: time in-flight requests get to finish
     log_level: str = "INFO"
+    insecure: bool = False  # allow a non-loopback address without bearer tokens (an open API)
+    snapshot_replay_s: float = 1.0  # snapshot once replaying the log since the last one would take this long
+    # per-request limits (embedserve.limits); each is a setting of its own name (--max-queries, ...)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -81,6 +87,8 @@ class ServerConfig:
             raise ValueError("infer_threads must be >= 1")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
             raise ValueError("ports must be in 0..65535")
+        if not self.snapshot_replay_s > 0:
+            raise ValueError("snapshot_replay_s must be positive")
 
     def model_dirs(self) -> tuple[Path, ...]:
         return self.models or (default_models_dir(),)
@@ -98,15 +106,31 @@ class ServerConfig:
         return frozenset(tokens)
 
 
+def setting_names() -> list[str]:
+    """Every setting: the ServerConfig fields, with ``limits`` spread into its own fields."""
+    return [f.name for f in fields(ServerConfig) if f.name != "limits"] + [f.name for f in fields(Limits)]
+
+
+_TYPES = {f.name: f.type for f in fields(ServerConfig)} | {f.name: f.type for f in fields(Limits)}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
 def _coerce(name: str, raw: Any) -> Any:
     """Convert a value from the environment, a TOML file or a flag to the field's type."""
-    kind = {f.name: f.type for f in fields(ServerConfig)}[name]
+    kind = _TYPES[name]
     if raw is None:
         return None
     if kind == "int":
         return int(raw)
     if kind == "float":
         return float(raw)
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in _TRUE + _FALSE:
+            raise ValueError(f"{name} must be true or false, not {raw!r}")
+        return text in _TRUE
     if kind in ("Path", "Path | None"):
         return Path(raw)
     if kind == "tuple[Path, ...]":
@@ -120,10 +144,10 @@ def _coerce(name: str, raw: Any) -> Any:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values = {}
-    for f in fields(ServerConfig):
-        key = ENV_PREFIX + f.name.upper()
+    for name in setting_names():
+        key = ENV_PREFIX + name.upper()
         if key in environ and environ[key] != "":
-            values[f.name] = _coerce(f.name, environ[key])
+            values[name] = _coerce(name, environ[key])
     return values
 
 
@@ -131,7 +155,7 @@ def _from_toml(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         doc = tomllib.load(fh)
     section = doc.get("server", doc)
-    known = {f.name for f in fields(ServerConfig)}
+    known = set(setting_names())
     unknown = sorted(set(section) - known)
     if unknown:
         raise ValueError(f"{path}: unknown setting(s): {', '.join(unknown)}")
@@ -155,4 +179,5 @@ def load_config(
     for name, raw in (flags or {}).items():
         if raw is not None:
             values[name] = _coerce(name, raw)
-    return dataclasses.replace(ServerConfig(), **values)
+    limits = Limits(**{name: values.pop(name) for name in list(values) if name in LIMIT_NAMES})
+    return dataclasses.replace(ServerConfig(), limits=limits, **values)

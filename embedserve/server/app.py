@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 
@@ -15,6 +16,7 @@ from embedserve.models import ModelRegistry, discover_bundles
 from embedserve.server.auth import BearerTokenInterceptor
 from embedserve.server.base import Parts
 from embedserve.server.collections import CollectionService
+from embedserve.server.decoding import RequestDecoding
 from embedserve.server.embed import EmbedService
 from embedserve.server.items import IndexService
 from embedserve.server.metrics import Metrics
@@ -29,8 +31,43 @@ log = logging.getLogger("embedserve.server")
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[s].full_name for s in pb.DESCRIPTOR.services_by_name)
 # RPC names the metrics may carry: a made-up method name counts as "unknown", so a stranger
 # cannot grow the metrics (one series per name) by calling names that do not exist
-KNOWN_RPCS = frozenset(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods)
+KNOWN_RPCS = frozenset(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods) | {
+    "Check",
+    "Watch",
+    "ServerReflectionInfo",
+}
 HEALTH_WATCH_S = 1.0
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: reachable from elsewhere
+
+
+def check_exposure(config: ServerConfig, tokens: frozenset[str]) -> None:
+    """Refuse to publish an open API: a non-loopback address needs bearer tokens, or --insecure.
+
+    TLS alone is not enough: it encrypts, but anyone can connect and call every RPC.
+    """
+    if tokens or is_loopback(config.host):
+        return
+    if not config.insecure:
+        raise RuntimeError(
+            f"refusing to listen on {config.host}:{config.port} without bearer tokens: anyone who can "
+            "reach it could read, write and delete every collection. Set EMBEDSERVE_AUTH_TOKENS or "
+            "--auth-tokens-file (clients send 'authorization: Bearer <token>'), listen on 127.0.0.1, "
+            "or pass --insecure (EMBEDSERVE_INSECURE=1) to serve an open API on purpose"
+        )
+    log.warning(
+        "--insecure: listening on %s without authentication; anyone who can reach the port can use every RPC",
+        config.host,
+    )
 
 
 class EmbedServer:
@@ -47,7 +84,13 @@ class EmbedServer:
         # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
         use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
         log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
-        self.store = Store(config.data, use_gpu=use_gpu, snapshot_wal_bytes=config.snapshot_wal_bytes)
+        self.store = Store(
+            config.data,
+            use_gpu=use_gpu,
+            snapshot_wal_bytes=config.snapshot_wal_bytes,
+            snapshot_replay_s=config.snapshot_replay_s,
+            limits=config.limits,
+        )
         self.parts = Parts(
             config=config,
             registry=self.registry,
@@ -59,17 +102,28 @@ class EmbedServer:
         self.port: int = 0
         self._server: grpc.aio.Server | None = None
         self._watch: asyncio.Task | None = None
+        self._upkeep: asyncio.Future | None = None
         self._stopped = asyncio.Event()
 
     def _grpc_server(self) -> grpc.aio.Server:
         cfg = self.config
         tokens = cfg.tokens()
+        check_exposure(cfg, tokens)
 
-        def rejected(rpc: str) -> None:
-            label = rpc if rpc in KNOWN_RPCS else "unknown"
-            self.metrics.requests.labels(label, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+        def refused(code: grpc.StatusCode):
+            def count(rpc: str) -> None:
+                label = rpc if rpc in KNOWN_RPCS else "unknown"
+                self.metrics.requests.labels(label, code.name).inc()
 
-        interceptors = [BearerTokenInterceptor(tokens, on_reject=rejected)] if tokens else []
+            return count
+
+        # outermost first: authentication, then request decoding (see embedserve.server.decoding)
+        decoding = RequestDecoding(SERVICE_NAMES, on_undecodable=refused(grpc.StatusCode.INVALID_ARGUMENT))
+        interceptors: list[grpc.aio.ServerInterceptor] = [decoding]
+        if tokens:
+            interceptors.insert(
+                0, BearerTokenInterceptor(tokens, on_reject=refused(grpc.StatusCode.UNAUTHENTICATED))
+            )
         limit = cfg.max_message_bytes
         server = grpc.aio.server(
             interceptors=interceptors,
@@ -126,6 +180,9 @@ class EmbedServer:
         self.parts.ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(self._watch_health())
+        # index upkeep that start-up deferred (training, rebuilds after replay): in the write pool,
+        # while the server already answers (see embedserve.store.collection, "Restart cost")
+        self._upkeep = asyncio.ensure_future(self.pools.writing(self.store.maintain))
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,7 +200,11 @@ class EmbedServer:
 
     def _collection_sizes(self):
         for collection in self.store.list():
-            stats = collection.stats()
+            try:
+                stats = collection.stats()
+            except Exception:  # one unreadable collection must not break the scrape
+                log.exception("collection '%s': stats failed", collection.spec.name)
+                continue
             yield collection.spec.name, stats.count, stats.memory_bytes
 
     async def _watch_health(self) -> None:
@@ -174,6 +235,8 @@ class EmbedServer:
         if self._server is not None:
             await self._server.stop(grace)
         await self.registry.stop()
+        if self._upkeep is not None:
+            await asyncio.wait([self._upkeep])  # finishes a rebuild in progress before the flush
         await self.pools.writing(self.store.close)
         self.pools.shutdown()
         log.info("stopped; store flushed")

@@ -6,13 +6,16 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from embedserve.config import ServerConfig
 from embedserve.errors import EmbedServeError, NotFound, Unavailable
 from embedserve.models import Model, ModelRegistry
+from embedserve.server.decoding import Undecodable
 from embedserve.server.metrics import Metrics
 from embedserve.server.pools import Pools
 from embedserve.server.status import status_code
@@ -55,11 +58,17 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
-def rpc(name: str):
-    """Wrap a servicer method: readiness check, typed errors -> status, metrics, logging.
+Admit = Callable[[Parts, Any], None]
 
-    The metrics are recorded before the status goes out, so a client that has its
-    answer also finds it counted.
+
+def rpc(name: str, *, admit: Admit | None = None, stream: bool = False):
+    """Wrap a servicer method: readiness, decoding and admission checks, typed errors -> status,
+    metrics, logging.
+
+    ``admit(parts, request)`` is the RPC's admission check (``embedserve.server.admission``),
+    run before the method does any work; with ``stream=True`` the method takes a request
+    iterator and every message is checked as it arrives. The metrics are recorded before
+    the status goes out, so a client that has its answer also finds it counted.
     """
 
     def wrap(method):
@@ -71,6 +80,13 @@ def rpc(name: str):
             try:
                 if not parts.ready:
                     raise Unavailable("server is starting: models are still loading")
+                if stream:
+                    request = _admitted(request, parts, admit)
+                else:
+                    if isinstance(request, Undecodable):
+                        raise request.error()
+                    if admit is not None:
+                        admit(parts, request)
                 return await method(self, request, context)
             except EmbedServeError as err:
                 code, message = status_code(err), err.message[:MAX_STATUS_CHARS]
@@ -91,3 +107,13 @@ def rpc(name: str):
         return handler
 
     return wrap
+
+
+async def _admitted(requests: AsyncIterator[Any], parts: Parts, admit: Admit | None) -> AsyncIterator[Any]:
+    """A client stream whose every message decoded and passed admission (or the error is raised)."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise request.error()
+        if admit is not None:
+            admit(parts, request)
+        yield request

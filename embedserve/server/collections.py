@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from embedserve.errors import InvalidArgument
+import logging
+
+from embedserve.errors import EmbedServeError, InvalidArgument
 from embedserve.metric import Metric
 from embedserve.server.base import Parts, rpc
-from embedserve.store import Collection, CollectionSpec, CollectionStats
+from embedserve.store import Collection, CollectionSpec, CollectionStats, FailedCollection
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
+
+log = logging.getLogger("embedserve.server")
 
 
 class CollectionService(pb_grpc.CollectionServiceServicer):
@@ -33,12 +37,18 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
 
     @rpc("ListCollections")
     async def ListCollections(self, request, context) -> pb.ListCollectionsResponse:
-        infos = [await self._info(c) for c in self.parts.store.list()]
+        store = self.parts.store
+        infos = [await self._info(c) for c in store.list()] + [failed_info(f) for f in store.failed()]
+        infos.sort(key=lambda info: info.name)
         return pb.ListCollectionsResponse(collections=infos)
 
     @rpc("DescribeCollection")
     async def DescribeCollection(self, request: pb.DescribeCollectionRequest, context) -> pb.CollectionInfo:
-        return await self._info(self.parts.store.get(request.name))
+        store = self.parts.store
+        for failed in store.failed():
+            if failed.name == request.name:
+                return failed_info(failed)
+        return await self._info(store.get(request.name))
 
     @rpc("DeleteCollection")
     async def DeleteCollection(
@@ -48,8 +58,35 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
         return pb.DeleteCollectionResponse()
 
     async def _info(self, collection: Collection) -> pb.CollectionInfo:
-        stats = await self.parts.pools.reading(collection.stats)
+        """The collection's entry; if its state cannot be read, an entry saying why (never a failed call)."""
+        try:
+            stats = await self.parts.pools.reading(collection.stats)
+        except Exception as err:
+            if not isinstance(err, EmbedServeError):
+                log.exception("collection '%s': stats failed", collection.spec.name)
+            reason = err.message if isinstance(err, EmbedServeError) else f"{type(err).__name__}: {err}"
+            info = spec_info(collection.spec)
+            info.error = reason[:1000]
+            return info
         return collection_info(collection.spec, stats)
+
+
+def spec_info(spec: CollectionSpec) -> pb.CollectionInfo:
+    return pb.CollectionInfo(
+        name=spec.name,
+        model=spec.model,
+        dim=spec.dim,
+        metric=spec.metric.value,
+        index_spec=spec.index_spec,
+        train_size=spec.train_size,
+        created_at=spec.created_at,
+    )
+
+
+def failed_info(failed: FailedCollection) -> pb.CollectionInfo:
+    info = spec_info(failed.spec) if failed.spec is not None else pb.CollectionInfo(name=failed.name)
+    info.error = f"failed to load: {failed.error}"
+    return info
 
 
 def collection_info(spec: CollectionSpec, stats: CollectionStats) -> pb.CollectionInfo:

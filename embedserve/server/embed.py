@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from embedserve.models import Model
+from embedserve.server import admission
 from embedserve.server.base import Parts, deadline_of, rpc
 from embedserve.server.contents import input_content
 from embedserve.v1 import embedserve_pb2 as pb
@@ -16,7 +17,7 @@ class EmbedService(pb_grpc.EmbedServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    @rpc("Embed")
+    @rpc("Embed", admit=admission.embed)
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
         model = self.parts.model(request.model)
         inputs = [input_content(inp, i) for i, inp in enumerate(request.inputs)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from embedserve.errors import EmbedServeError, InvalidArgument
+from embedserve.server import admission
 from embedserve.server.base import Parts, deadline_of, rpc
 from embedserve.server.contents import item_content, resolve
 from embedserve.store import UpsertResult
@@ -41,23 +42,27 @@ class IndexService(pb_grpc.IndexServiceServicer):
         parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
         return result, [ids[i] for i in resolved.truncated]
 
-    @rpc("Upsert")
+    @rpc("Upsert", admit=admission.upsert)
     async def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
         result, truncated = await self._upsert(request, context)
         return _response(result.inserted, result.replaced, 1, truncated, len(truncated))
 
-    @rpc("UpsertStream")
+    @rpc("UpsertStream", admit=admission.upsert, stream=True)
     async def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
         inserted = replaced = batches = n_truncated = 0
         truncated: list[str] = []
-        async for request in request_iterator:
+        messages = aiter(request_iterator)
+        while True:
+            try:
+                request = await anext(messages)  # decoded and admitted, or the error is raised here
+            except StopAsyncIteration:
+                break
+            except EmbedServeError as err:
+                raise _in_batch(err, batches, inserted + replaced) from None
             try:
                 result, cut = await self._upsert(request, context)
             except EmbedServeError as err:
-                raise type(err)(
-                    f"batch {batches}: {err.message} "
-                    f"({batches} earlier batches, {inserted + replaced} items, were committed)"
-                ) from None
+                raise _in_batch(err, batches, inserted + replaced) from None
             inserted += result.inserted
             replaced += result.replaced
             batches += 1
@@ -65,14 +70,14 @@ class IndexService(pb_grpc.IndexServiceServicer):
             truncated.extend(cut[: MAX_TRUNCATED_IDS - len(truncated)])
         return _response(inserted, replaced, batches, truncated, n_truncated)
 
-    @rpc("Delete")
+    @rpc("Delete", admit=admission.delete)
     async def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
         collection = self.parts.store.get(request.collection)
         deleted = await self.parts.pools.writing(collection.delete, list(request.ids), request.allow_missing)
         self.parts.metrics.items.labels(collection.spec.name, "delete").inc(deleted)
         return pb.DeleteResponse(deleted=deleted)
 
-    @rpc("Get")
+    @rpc("Get", admit=admission.get)
     async def Get(self, request: pb.GetRequest, context) -> pb.GetResponse:
         collection = self.parts.store.get(request.collection)
         if not request.ids:
@@ -87,6 +92,13 @@ class IndexService(pb_grpc.IndexServiceServicer):
                 stored.vector.CopyFrom(array_to_tensor(item.vector))
             out.append(stored)
         return pb.GetResponse(items=out)
+
+
+def _in_batch(err: EmbedServeError, batch: int, committed: int) -> EmbedServeError:
+    """``err`` re-addressed to message ``batch`` of a stream, saying what was committed before it."""
+    return type(err)(
+        f"batch {batch}: {err.message} ({batch} earlier batches, {committed} items, were committed)"
+    )
 
 
 def _response(

@@ -6,8 +6,9 @@ import numpy as np
 
 from embedserve import knn
 from embedserve.errors import InvalidArgument, item_error
-from embedserve.limits import DEFAULT_SEARCH_K, check_k, check_search_params, check_support_work
+from embedserve.limits import DEFAULT_SEARCH_K
 from embedserve.metric import Metric
+from embedserve.server import admission
 from embedserve.server.base import Parts, deadline_of, rpc
 from embedserve.server.contents import IdRef, Resolved, query_content, resolve
 from embedserve.store import Collection, Hit
@@ -32,8 +33,6 @@ class SearchService(pb_grpc.SearchServiceServicer):
         self, collection: Collection, queries, context
     ) -> tuple[Resolved, list[str | None]]:
         """Query vectors [Q, D] for a collection, and per query the id to leave out (search by id)."""
-        if not queries:
-            raise InvalidArgument("queries is empty")
         contents = [query_content(q, i) for i, q in enumerate(queries)]
         resolved = await resolve(
             contents,
@@ -49,11 +48,10 @@ class SearchService(pb_grpc.SearchServiceServicer):
         exclude = [c.id if isinstance(c, IdRef) else None for c in contents]
         return resolved, exclude
 
-    @rpc("Search")
+    @rpc("Search", admit=admission.search)
     async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
-        k = check_k(request.k or DEFAULT_SEARCH_K)
+        k = request.k or DEFAULT_SEARCH_K  # admitted: in 1..max_k, queries x k within max_results
         params = request.params
-        check_search_params(params.nprobe, params.ef_search)
         collection = self.parts.store.get(request.collection)
         queries, exclude = await self._collection_queries(collection, request.queries, context)
         hits = await self.parts.pools.reading(
@@ -71,9 +69,9 @@ class SearchService(pb_grpc.SearchServiceServicer):
             truncated=queries.truncated,
         )
 
-    @rpc("Classify")
+    @rpc("Classify", admit=admission.classify)
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
-        k = check_k(request.k or knn.DEFAULT_K)
+        k = request.k or knn.DEFAULT_K  # admitted
         temperature = request.temperature or knn.DEFAULT_TEMPERATURE
         if not temperature > 0 or not np.isfinite(temperature):
             raise InvalidArgument(f"temperature must be positive, got {request.temperature}")
@@ -121,8 +119,6 @@ class SearchService(pb_grpc.SearchServiceServicer):
     ) -> tuple[list[list[Hit]], Metric, list[int], list[int]]:
         """The k nearest support examples per query, as hits whose id is the example's position;
         the metric; the truncated queries and support examples."""
-        if not request.queries:
-            raise InvalidArgument("queries is empty")
         support = [
             query_content(ex.example, i, noun="support", allow_id=False)
             for i, ex in enumerate(request.support)
@@ -139,7 +135,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
         else:
             dim, metric, owner = support[0].shape[0], Metric.COSINE, "support 0"  # type: ignore[union-attr]
         metric = Metric.parse(request.metric) if request.metric else metric
-        check_support_work(len(queries), len(support), dim)
+        self.parts.config.limits.check_support(len(queries), len(support), dim)
         common = dict(
             dim=dim,
             owner=owner,

@@ -11,12 +11,13 @@ from embedserve.store.collection import Collection
 from embedserve.store.gpu import gpu_available
 from embedserve.store.index import tune_faiss
 from embedserve.store.spec import NAME_RE, CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
-from embedserve.store.store import Store
+from embedserve.store.store import FailedCollection, Store
 
 __all__ = [
     "NAME_RE",
     "Collection",
     "CollectionSpec",
+    "FailedCollection",
     "CollectionStats",
     "Hit",
     "Store",

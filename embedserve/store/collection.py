@@ -8,16 +8,26 @@ writes, fsyncs, index training/rebuilds and snapshot writes.
 
 A write: validate (no lock) -> under the writer mutex: append the log record,
 apply it in memory, maintain the index -> outside the mutex: fsync the log with
-group commit -> return. A batch that fails validation writes nothing; one whose
+group commit -> snapshot if due -> return. A batch that fails validation writes nothing; one whose
 in-memory apply fails is cut back out of the log (see ``_failing_apply``). A write is
 visible to concurrent searches a moment before its fsync completes, but it is
 only acknowledged to its caller after.
+
+Restart cost. Opening a collection loads its newest snapshot and replays the
+log after it, applying records only: index maintenance (training, rebuilding
+away tombstones) is an optimisation that searches do not need, so it waits for
+``maintain`` (the server runs it in the background once it serves) or the next
+write. A snapshot is due when the log has grown past its byte limit or when
+replaying it would take ``snapshot_replay_s`` (the time the writes since the
+last snapshot spent applying in memory, index rebuilds and training included,
+is the estimate), so a restart never repeats work a snapshot could have saved.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from embedserve.errors import EmbedServeError, NotFound, Unavailable
+from embedserve.limits import DEFAULT_LIMITS, MAX_ID_BYTES, Limits
 from embedserve.store import search as search_rules
 from embedserve.store.gpu import GpuContext, GpuMirror
 from embedserve.store.index import VectorIndex
@@ -45,12 +56,21 @@ class Collection:
     """Built by Store (``create``/``open``); see the module docstring for the locking rules."""
 
     def __init__(
-        self, spec: CollectionSpec, directory: Path, *, snapshot_wal_bytes: int, gpu: GpuContext | None
+        self,
+        spec: CollectionSpec,
+        directory: Path,
+        *,
+        snapshot_wal_bytes: int,
+        gpu: GpuContext | None,
+        snapshot_replay_s: float = 1.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Load the newest snapshot in ``directory`` and replay the log records after it."""
         self.spec = spec
         self.directory = directory
+        self.limits = limits
         self._snapshot_wal_bytes = snapshot_wal_bytes
+        self._snapshot_replay_s = snapshot_replay_s
         self._gpu_context = gpu
         self._gpu: GpuMirror | None = None
         self._write_mutex = threading.Lock()
@@ -59,32 +79,33 @@ class Collection:
         self._broken: str | None = None
         self._loading = True
 
-        self._index = VectorIndex(spec)
+        self._index = VectorIndex(spec, limits)
         snap = load_latest(directory, spec.dim)
         self._table = snap.table if snap else ItemTable(spec.dim)
         if snap:
             self._index.restore(snap.index, snap.trained, self._table.vectors)
         self._seq = self._snap_seq = snap.seq if snap else 0
         self._snapshot_bytes = snap.nbytes if snap else 0
-        replayed = 0
+        replayed, started = 0, time.perf_counter()
         for record in read_log(directory / WAL_NAME):
             if record.seq <= self._seq:
                 continue  # already in the snapshot (a crash came between snapshot and log truncation)
             self._replay(record)
             self._seq = record.seq
             replayed += 1
+        # what replaying the log costs: the estimate that the writes to come add to
+        self._replay_s = time.perf_counter() - started
         self._wal = WriteAheadLog(directory / WAL_NAME)
         self._loading = False
         self._mirror_gpu()
         log.info(
-            "collection '%s': %d items (snapshot at record %d, %d log records replayed)",
+            "collection '%s': %d items (snapshot at record %d, %d log records replayed in %.2f s)",
             spec.name,
             self._table.n_live,
             self._snap_seq,
             replayed,
+            self._replay_s,
         )
-        if self._wal.size > self._wal_limit():
-            self._snapshot_locked()
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -92,15 +113,17 @@ class Collection:
         self, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
     ) -> UpsertResult:
         """Insert or replace items; ``vectors`` float32-convertible [N, dim]. All or nothing; durable on return."""
-        ids, x, labels, metadata = check_upsert(self.spec, ids, vectors, labels, metadata)
+        ids, x, labels, metadata, meta_bytes = check_upsert(
+            self.spec, ids, vectors, labels, metadata, self.limits
+        )
         with self._write_mutex:
             self._check_writable()
             if not ids:
                 return UpsertResult(0, 0)
             ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, metadata))
             self._seq += 1
-            with self._failing_apply():
-                result = self._apply_upsert(ids, x, labels, metadata)
+            with self._failing_apply(), self._replay_cost():
+                result = self._apply_upsert(ids, x, labels, metadata, meta_bytes)
                 self._maintain()
         self._commit(ticket)
         return result
@@ -116,7 +139,7 @@ class Collection:
             gone = [self._table.ids[r] for r in rows]
             ticket = self._wal.append(encode_delete(self._seq + 1, gone))  # type: ignore[arg-type]
             self._seq += 1
-            with self._failing_apply():
+            with self._failing_apply(), self._replay_cost():
                 with self._rw.write():
                     self._table.remove(rows)
                 self._maintain()
@@ -128,6 +151,17 @@ class Collection:
         with self._write_mutex:
             self._check_writable()
             self._snapshot_locked()
+
+    def maintain(self) -> None:
+        """Index upkeep that opening left for later (training, rebuilding away tombstones), and a
+        snapshot if one is due; the server runs this in the background once it serves."""
+        with self._write_mutex:
+            if self._closed is not None or self._broken is not None:
+                return
+            with self._replay_cost():
+                self._maintain()
+            if self._snapshot_due():
+                self._snapshot_locked()
 
     def close(self, *, deleted: bool = False) -> None:
         """Flush (snapshot, unless the collection is being deleted or is broken) and close; idempotent."""
@@ -190,7 +224,9 @@ class Collection:
         with a label; ``exclude[i]``: an id to leave out of query i's hits. How the
         filters run and why exactly k come back: embedserve.store.search.
         """
-        x, label_set, exclude = check_search(self.spec, queries, k, labels, exclude, nprobe, ef_search)
+        x, label_set, exclude = check_search(
+            self.spec, queries, k, labels, exclude, nprobe, ef_search, self.limits
+        )
         if not len(x):
             return []
         with self._rw.read():
@@ -209,6 +245,15 @@ class Collection:
                 ef_search=ef_search,
             )
 
+    def max_item_bytes(self, *, metadata: bool) -> int:
+        """An upper bound on the UTF-8 bytes of one stored item's id and label (and metadata): what a
+        reply may carry per hit, known before a search runs."""
+        table = self._table
+        size = MAX_ID_BYTES + table.max_label_bytes
+        if metadata:
+            size += table.max_metadata_bytes + 4 * self.limits.max_metadata_entries  # + map framing
+        return size
+
     def stats(self) -> CollectionStats:
         with self._rw.read():
             table, index = self._table, self._index
@@ -224,29 +269,35 @@ class Collection:
     # --- internals ---------------------------------------------------------------------------
 
     def _apply_upsert(
-        self, ids: list[str], x: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+        self,
+        ids: list[str],
+        x: np.ndarray,
+        labels: list[str | None],
+        metadata: list[dict[str, str]],
+        metadata_bytes: int | None = None,
     ) -> UpsertResult:
         with self._rw.write():
-            inserted, replaced = self._table.append(ids, x, labels, metadata)
+            inserted, replaced = self._table.append(ids, x, labels, metadata, metadata_bytes)
             self._index.add(x)
             if self._gpu is not None:
                 self._gpu.add(x)
         return UpsertResult(inserted, replaced)
 
     def _replay(self, record: WalRecord) -> None:
+        """Apply one logged write in memory; no index maintenance (see "Restart cost" above)."""
         if record.op == OP_UPSERT:
             self._apply_upsert(record.ids, np.array(record.vectors), record.labels, record.metadata)  # type: ignore[arg-type]
         else:
             self._table.remove(
                 list(dict.fromkeys(self._table.rows(record.ids, self.spec.name, allow_missing=True)))
             )
-        self._maintain()
 
     def _maintain(self) -> None:
         """Train the index once due, or rebuild it from live rows once tombstones pass the threshold.
 
         The new index is built while searches continue on the old one, then swapped in.
-        Replay runs the same steps after each record, so a restart ends in the same state.
+        Replay leaves this to ``maintain``: the items are the same either way, only the index's
+        internal row numbers and training sample may differ.
         """
         table, index = self._table, self._index
         train = index.due_for_training(table.n_live)
@@ -286,14 +337,29 @@ class Collection:
     def _commit(self, ticket: int) -> None:
         """Wait for the fsync covering ``ticket``; then snapshot if the log has grown past its limit."""
         self._wal.sync(ticket)
-        if self._wal.size <= self._wal_limit():
+        if not self._snapshot_due():
             return
         try:
             with self._write_mutex:
-                if self._closed is None and self._broken is None and self._wal.size > self._wal_limit():
+                if self._closed is None and self._broken is None and self._snapshot_due():
                     self._snapshot_locked()
         except Exception:  # the write itself is durable; a failed snapshot is retried on the next write
             log.exception("collection '%s': automatic snapshot failed", self.spec.name)
+
+    def _snapshot_due(self) -> bool:
+        """The log is over its byte limit, or replaying it would take snapshot_replay_s or more."""
+        return self._wal.size > self._wal_limit() or (
+            self._seq != self._snap_seq and self._replay_s >= self._snapshot_replay_s
+        )
+
+    @contextmanager
+    def _replay_cost(self) -> Iterator[None]:
+        """Adds the time of the enclosed in-memory apply (and maintenance) to the replay estimate."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._replay_s += time.perf_counter() - started
 
     def _wal_limit(self) -> int:
         """Log size that triggers a snapshot: ``snapshot_wal_bytes``, or half the last snapshot if larger.
@@ -313,6 +379,7 @@ class Collection:
             self._snap_seq = self._seq
         if self._wal.size:
             self._wal.reset()
+        self._replay_s = 0.0
 
     @contextmanager
     def _failing_apply(self) -> Iterator[None]:

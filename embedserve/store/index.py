@@ -22,7 +22,9 @@ import faiss
 import numpy as np
 
 from embedserve.errors import InvalidArgument, quote
+from embedserve.limits import DEFAULT_LIMITS, Limits
 from embedserve.metric import Metric
+from embedserve.store.factory import check_index_spec
 from embedserve.store.spec import CollectionSpec
 
 log = logging.getLogger("embedserve.store")
@@ -64,9 +66,11 @@ def _unwrap(index: faiss.Index) -> tuple[faiss.Index, bool]:
     return index, False
 
 
-def new_index(spec: CollectionSpec) -> faiss.Index:
-    """A fresh index from ``spec.index_spec``; InvalidArgument (with FAISS's reason) if it is unusable."""
+def new_index(spec: CollectionSpec, limits: Limits = DEFAULT_LIMITS) -> faiss.Index:
+    """A fresh index from ``spec.index_spec``; InvalidArgument naming the part (or with FAISS's reason)
+    if it is unusable. The spec is parsed and bounded first (embedserve.store.factory)."""
     where = f"collection '{spec.name}'"
+    check_index_spec(spec.index_spec, spec.dim, limits)
     try:
         index = faiss.index_factory(spec.dim, spec.index_spec, FAISS_METRICS[spec.metric])
     except RuntimeError as err:
@@ -110,10 +114,11 @@ def auto_train_size(spec: CollectionSpec, index: faiss.Index) -> int:
 class VectorIndex:
     """The collection's FAISS index; callers hold the collection's locks (see Collection)."""
 
-    def __init__(self, spec: CollectionSpec) -> None:
+    def __init__(self, spec: CollectionSpec, limits: Limits = DEFAULT_LIMITS) -> None:
         self.spec = spec
+        self._limits = limits
         self.metric = FAISS_METRICS[spec.metric]
-        template = new_index(spec)
+        template = new_index(spec, limits)
         self.needs_training = not template.is_trained
         self.train_size = 0
         self._clusters = 1
@@ -149,7 +154,7 @@ class VectorIndex:
         if trained:
             index = self._empty_trained(vectors)
         elif len(vectors) >= self.train_size:
-            index = new_index(self.spec)
+            index = new_index(self.spec, self._limits)
             index.train(self._training_sample(vectors))
             self._empty = faiss.serialize_index(index)
             trained = True
@@ -177,7 +182,7 @@ class VectorIndex:
 
     def _empty_trained(self, vectors: np.ndarray) -> faiss.Index:
         if not self.needs_training:
-            return new_index(self.spec)
+            return new_index(self.spec, self._limits)
         if self._empty is None:
             try:
                 clone = faiss.clone_index(self.index)
@@ -187,7 +192,7 @@ class VectorIndex:
                 log.info(
                     "collection '%s': cannot clone %s (%s); retraining", self.spec.name, type(self.index), err
                 )
-                index = new_index(self.spec)
+                index = new_index(self.spec, self._limits)
                 index.train(self._training_sample(vectors))
                 self._empty = faiss.serialize_index(index)
         return faiss.deserialize_index(self._empty)

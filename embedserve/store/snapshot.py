@@ -2,7 +2,8 @@
 
 Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
 
-    manifest.json   {"version": 1, "seq", "rows", "dim", "trained", "index": bool}   written last
+    manifest.json   {"version": 1, "seq", "rows", "dim", "trained", "index": bool,
+                     "max_metadata_bytes" (optional)}   written last
     vectors.npy     float32 [rows, dim]   every row, dead ones included (row r = FAISS id r)
     live.npy        bool [rows]
     labels.npy      int32 [rows]          label code, -1 = none
@@ -89,6 +90,7 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
         "dim": table.dim,
         "trained": trained,
         "index": has_index,
+        "max_metadata_bytes": table.max_metadata_bytes,
     }
     _save(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
     fsync_dir(tmp)
@@ -129,6 +131,7 @@ def load_latest(directory: Path, dim: int) -> Snapshot | None:
         ids=items["ids"],
         metadata=items["metadata"],
         label_names=items["label_names"],
+        max_metadata_bytes=manifest.get("max_metadata_bytes"),
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")

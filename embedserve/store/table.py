@@ -31,6 +31,10 @@ class ItemTable:
         self.row_of: dict[str, int] = {}
         self.label_names: list[str] = []  # code -> label
         self._code_of: dict[str, int] = {}
+        # the largest label and metadata ever stored (UTF-8 bytes; never lowered by deletes):
+        # they bound the size of a reply before a search runs
+        self.max_label_bytes = 0
+        self.max_metadata_bytes = 0
 
     # --- columns as views over the used rows -------------------------------------------------
 
@@ -92,10 +96,16 @@ class ItemTable:
     # --- writes ------------------------------------------------------------------------------
 
     def append(
-        self, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        labels: list[str | None],
+        metadata: list[dict[str, str]],
+        metadata_bytes: int | None = None,
     ) -> tuple[int, int]:
         """Add rows for a batch (ids unique within it; ``vectors`` float32 [N, dim]); old rows of the
-        same ids become dead. Returns (inserted, replaced)."""
+        same ids become dead. ``metadata_bytes``: UTF-8 size of the batch's largest metadata, if the
+        caller measured it. Returns (inserted, replaced)."""
         old = [r for r in map(self.row_of.get, ids) if r is not None]
         self.remove(old)
         n, start = len(ids), self.n_rows
@@ -107,6 +117,9 @@ class ItemTable:
         self.ids.extend(ids)
         self.metadata.extend(metadata)  # the caller hands over dicts nobody else holds
         self.row_of.update(zip(ids, range(start, end), strict=True))
+        if metadata_bytes is None:
+            metadata_bytes = max(map(metadata_size, metadata), default=0)
+        self.max_metadata_bytes = max(self.max_metadata_bytes, metadata_bytes)
         self.n_rows = end
         self.n_live += n
         return n - len(old), len(old)
@@ -134,6 +147,7 @@ class ItemTable:
         out.row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
         out.label_names = list(self.label_names)
         out._code_of = dict(self._code_of)
+        out.max_label_bytes, out.max_metadata_bytes = self.max_label_bytes, self.max_metadata_bytes
         out.n_rows = out.n_live = len(keep)
         return out
 
@@ -146,8 +160,10 @@ class ItemTable:
         ids: list[str | None],
         metadata: list[dict[str, str] | None],
         label_names: list[str],
+        max_metadata_bytes: int | None = None,
     ) -> ItemTable:
-        """Rebuild a table from its saved columns (see embedserve.store.snapshot)."""
+        """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
+        metadata is measured if the snapshot did not record it."""
         out = cls(vectors.shape[1])
         n = len(vectors)
         if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
@@ -159,6 +175,10 @@ class ItemTable:
         out.row_of = {x: r for r, x in enumerate(ids) if x is not None}
         out.label_names = label_names
         out._code_of = {x: c for c, x in enumerate(label_names)}
+        out.max_label_bytes = max((len(x.encode(errors="replace")) for x in label_names), default=0)
+        if max_metadata_bytes is None:
+            max_metadata_bytes = max((metadata_size(m) for m in metadata if m), default=0)
+        out.max_metadata_bytes = max_metadata_bytes
         out.n_rows, out.n_live = n, int(np.count_nonzero(out._live))
         return out
 
@@ -169,6 +189,7 @@ class ItemTable:
         if code is None:
             code = self._code_of[label] = len(self.label_names)
             self.label_names.append(label)
+            self.max_label_bytes = max(self.max_label_bytes, len(label.encode(errors="replace")))
         return code
 
     def _reserve(self, n: int) -> None:
@@ -183,3 +204,10 @@ class ItemTable:
         codes = np.full(new_cap, -1, dtype=np.int32)
         codes[: self.n_rows] = self.label_codes
         self._vectors, self._live, self._codes = vectors, live, codes
+
+
+def metadata_size(metadata: dict[str, str] | None) -> int:
+    """UTF-8 bytes of a metadata map's keys and values."""
+    if not metadata:
+        return 0
+    return sum(len(k.encode(errors="replace")) + len(v.encode(errors="replace")) for k, v in metadata.items())

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from embedserve.errors import InvalidArgument, item_error, quote
-from embedserve.limits import MAX_ID_BYTES, check_k, check_search_params
+from embedserve.limits import MAX_ID_BYTES, Limits
 from embedserve.store.spec import CollectionSpec
 from embedserve.vectors import dimension_error, prepare
 
@@ -76,9 +76,10 @@ def check_vectors(vectors: object, n: int, spec: CollectionSpec, noun: str = "it
 
 
 def check_upsert(
-    spec: CollectionSpec, ids: object, vectors: object, labels: object, metadata: object
-) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, str]]]:
-    """The batch in canonical form; raises InvalidArgument on the first bad item."""
+    spec: CollectionSpec, ids: object, vectors: object, labels: object, metadata: object, limits: Limits
+) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, str]], int]:
+    """The batch in canonical form and the UTF-8 bytes of its largest metadata; raises
+    InvalidArgument (ResourceExhausted for a label or metadata over the limits) on the first bad item."""
     ids = check_new_ids(ids)
     if not isinstance(labels, Sequence) or isinstance(labels, str):
         raise InvalidArgument("labels must be a list of strings or None")
@@ -95,22 +96,26 @@ def check_upsert(
             raise item_error(
                 InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}"
             )
+        if label:
+            limits.check_label(label, i)
     clean_meta: list[
         dict[str, str]
     ] = []  # copies: later changes to the caller's dicts must not reach the store
+    meta_bytes = 0
     for i, meta in enumerate(metadata):
         if not meta:
             if meta is not None and not isinstance(meta, dict):
                 raise item_error(InvalidArgument, i, "metadata must map strings to strings")
             clean_meta.append({})
         elif isinstance(meta, dict) and all(type(k) is str and type(v) is str for k, v in meta.items()):
+            meta_bytes = max(meta_bytes, limits.metadata_size(meta, i))
             clean_meta.append(dict(meta))
         else:
             raise item_error(InvalidArgument, i, "metadata must map strings to strings")
     x = check_vectors(vectors, len(ids), spec)
     # one rule on every path: an empty label means "no label" (clients in languages without
     # optional strings send "" for unset), never a class of its own
-    return ids, x, [label or None for label in labels], clean_meta
+    return ids, x, [label or None for label in labels], clean_meta, meta_bytes
 
 
 def check_search(
@@ -121,10 +126,11 @@ def check_search(
     exclude: object,
     nprobe: object,
     ef_search: object,
+    limits: Limits,
 ) -> tuple[np.ndarray, set[str] | None, list[str | None] | None]:
     """(queries float32 [q, dim], the label set, the per-query excluded ids) or InvalidArgument."""
-    check_k(k)
-    check_search_params(nprobe, ef_search)
+    limits.check_k(k)
+    limits.check_search_params(nprobe, ef_search)
     n = len(queries) if hasattr(queries, "__len__") else -1
     x = check_vectors(queries, n, spec, noun="query")
     label_set = None

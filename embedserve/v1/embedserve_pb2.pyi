@@ -107,7 +107,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., train_size: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu")
+    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu", "error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class CollectionInfo(_message.Message):
     LABELLED_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dim: int
@@ -132,7 +133,8 @@ class CollectionInfo(_message.Message):
     labelled_count: int
     created_at: float
     gpu: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
+    error: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ()

@@ -89,7 +89,7 @@ def test_store_create_get_list_delete(store):
         (dict(name="x" * 65), "name"),
         (dict(metric="hamming"), "metric"),
         (dict(dim=0), "dim"),
-        (dict(index_spec="Bogus"), "could not parse index string Bogus"),
+        (dict(index_spec="Bogus"), "'Bogus' is not one the store supports"),
         (dict(index_spec="IVF4,PQ3", dim=8), "multiple of the number of subquantizers"),
         (dict(index_spec="IDMap,Flat"), "not supported"),
         (dict(index_spec="IVF64,Flat", train_size=10), "below the 64 centroids"),
