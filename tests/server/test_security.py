@@ -93,3 +93,51 @@ def test_tls(bundles, tmp_path):
             assert got == grpc.StatusCode.UNAVAILABLE
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("example.com", False)],
+)  # fmt: skip
+def test_loopback_addresses(host, loopback):
+    from embedserve.server.app import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_an_open_api_on_a_public_address_needs_insecure(bundles, tmp_path):
+    """0.0.0.0 without tokens refuses to start; tokens or an explicit --insecure let it."""
+    with pytest.raises(RuntimeError, match="refusing to listen on 0.0.0.0.*--insecure"):
+        ServerThread(make_config(bundles, tmp_path / "a", host="0.0.0.0"))
+    for overrides in ({"insecure": True}, {"auth_tokens": ("tok",)}):
+        srv = ServerThread(make_config(bundles, tmp_path / "b", host="0.0.0.0", **overrides))
+        try:
+            with Client(f"127.0.0.1:{srv.server.port}", token="tok") as c:
+                assert c.health() == "SERVING" and len(c.list_models().models) == 3
+        finally:
+            srv.stop()
+
+
+def test_cli_refuses_an_open_public_address(tmp_path):
+    import sys
+
+    from tests.conftest import ROOT, start_subprocess_server
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "embedserve",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--data",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "refusing to listen on 0.0.0.0" in done.stderr, done.stderr[-2000:]
+    proc, _ = start_subprocess_server(["--host", "0.0.0.0", "--insecure", "--data", str(tmp_path)])
+    proc.kill()
+    proc.wait()
