@@ -12,9 +12,6 @@ from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
-import grpc
-from google.protobuf.json_format import MessageToDict
-
 from embedserve.config import ServerConfig, load_config, setting_names
 from embedserve.limits import Limits
 from embedserve.metric import METRIC_NAMES
@@ -66,10 +63,13 @@ def _serve(args) -> int:
     # when the wheel has no AVX2 build: harmless (it loads the generic build), but it reads as an error
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from embedserve.errors import EmbedServeError
+    from embedserve.server.startup import opening_store
+
+    store = opening_store(config)  # loads while the rest of the server is imported (see startup.py)
     from embedserve.server.app import serve
 
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, store))
     except (RuntimeError, EmbedServeError, ValueError) as err:  # bad bundle, device, default model
         logging.getLogger("embedserve").error("cannot start: %s", err)
         return 2
@@ -81,6 +81,12 @@ def _client(args):
     from embedserve.client import Client
 
     return Client(args.target, token=args.token, tls_ca=args.tls_ca, tls=args.tls, timeout=args.timeout)
+
+
+def MessageToDict(message, **kw) -> dict:  # noqa: N802  (imported late: `serve` starts faster without it)
+    from google.protobuf.json_format import MessageToDict as to_dict
+
+    return to_dict(message, **kw)
 
 
 def _print(message) -> None:
@@ -308,10 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-        return 1
+        if args.func is _serve:  # gRPC is imported by the server once the store is loading
+            return _serve(args)
+        import grpc
+
+        try:
+            return args.func(args)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -102,7 +102,7 @@ class Limits:
                 f"{n} {noun} in one request is over max_batch_items ({self.max_batch_items}); split it"
             )
 
-    def check_label(self, label: str, index: int) -> None:
+    def check_label(self, label: str, index: int, noun: str = "item") -> None:
         """One label of at most max_label_bytes UTF-8 bytes (``index``: the item's position)."""
         # fast path: no string of <= limit/4 characters exceeds the limit in UTF-8
         if len(label) <= self.max_label_bytes // 4:
@@ -113,6 +113,7 @@ class Limits:
                 ResourceExhausted,
                 index,
                 f"label is {size} bytes long, over max_label_bytes ({self.max_label_bytes})",
+                noun=noun,
             )
 
     def metadata_size(self, metadata: dict[str, str], index: int) -> int:

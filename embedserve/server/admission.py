@@ -78,6 +78,8 @@ def classify(parts: Parts, request: pb.ClassifyRequest) -> None:
     limits.check_queries(n, k)
     if request.support:
         limits.check_support(n, len(request.support), 1)  # x dim once the model is known
+        for i, example in enumerate(request.support):
+            limits.check_label(example.label, i, noun="support")
         label = max(len(ex.label.encode("utf-8", "replace")) for ex in request.support)
         per_neighbour = label + HIT_OVERHEAD_BYTES  # a probability, and a hit if neighbours are asked for
         per_neighbour *= 2 if request.include_neighbors else 1

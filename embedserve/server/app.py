@@ -22,7 +22,8 @@ from embedserve.server.items import IndexService
 from embedserve.server.metrics import Metrics
 from embedserve.server.pools import Pools
 from embedserve.server.search import SearchService
-from embedserve.store import Store, gpu_available, tune_faiss
+from embedserve.server.startup import store_for
+from embedserve.store import Store, tune_faiss
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
@@ -73,7 +74,8 @@ def check_exposure(config: ServerConfig, tokens: frozenset[str]) -> None:
 class EmbedServer:
     """One running server. ``await start()`` binds and loads; ``await stop()`` drains and flushes."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+        """``store``: one already opening (``embedserve.server.startup``); built here if None."""
         self.config = config
         self.pools = Pools.from_config(config)  # the threading model: see embedserve.server.pools
         self.metrics = Metrics()
@@ -81,16 +83,7 @@ class EmbedServer:
             config, self.pools.decode, self.pools.infer, on_batch=self.metrics.observe_batch
         )
         tune_faiss(config.faiss_threads)
-        # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
-        use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
-        log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
-        self.store = Store(
-            config.data,
-            use_gpu=use_gpu,
-            snapshot_wal_bytes=config.snapshot_wal_bytes,
-            snapshot_replay_s=config.snapshot_replay_s,
-            limits=config.limits,
-        )
+        self.store = store if store is not None else store_for(config)
         self.parts = Parts(
             config=config,
             registry=self.registry,
@@ -187,11 +180,18 @@ class EmbedServer:
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
         bundles = [b for d in self.config.model_dirs() for b in discover_bundles(d)]
-        await loop.run_in_executor(self.pools.infer, self.registry.load, bundles)
+        # models (ONNX Runtime sessions) and collections (snapshots, log replay) load side by side:
+        # a restart costs the slower of the two, not their sum
+        models = loop.run_in_executor(self.pools.infer, self.registry.load, bundles)
+        collections = asyncio.ensure_future(self.pools.writing(self.store.open))
+        try:
+            await models
+        finally:
+            await asyncio.wait([collections])  # never leave the store half-open behind an error
+        collections.result()
         if self.config.default_model:
             self.registry.default_name = self.config.default_model  # NotFound if not loaded
         self.registry.start()
-        await self.pools.writing(self.store.open)
 
     def _queue_depths(self):
         for model in self.registry.list():
@@ -245,9 +245,9 @@ class EmbedServer:
         await self._stopped.wait()
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM/SIGINT, then drain and flush."""
-    server = EmbedServer(config)
+async def serve(config: ServerConfig, store: Store | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain and flush. ``store``: see EmbedServer."""
+    server = EmbedServer(config, store)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,7 +40,7 @@ from embedserve.store import search as search_rules
 from embedserve.store.gpu import GpuContext, GpuMirror
 from embedserve.store.index import VectorIndex
 from embedserve.store.rwlock import RWLock
-from embedserve.store.snapshot import load_latest, write_snapshot
+from embedserve.store.snapshot import load_latest, remove_trash, write_snapshot
 from embedserve.store.spec import CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
 from embedserve.store.table import ItemTable
 from embedserve.store.validate import check_id_list, check_search, check_upsert
@@ -80,10 +80,16 @@ class Collection:
         self._loading = True
 
         self._index = VectorIndex(spec, limits)
-        snap = load_latest(directory, spec.dim)
-        self._table = snap.table if snap else ItemTable(spec.dim)
+        wal_path = directory / WAL_NAME
+        # the log holds at most this many vectors: room for them after the snapshot's, so replay
+        # appends without copying the table
+        spare = (wal_path.stat().st_size if wal_path.exists() else 0) // (4 * spec.dim) + 1
+        snap = load_latest(directory, spec.dim, spare_rows=spare)
         if snap:
-            self._index.restore(snap.index, snap.trained, self._table.vectors)
+            self._table, index, trained = snap.table, snap.index, snap.trained
+        else:
+            self._table, index, trained = ItemTable(spec.dim), self._index.index, self._index.trained
+            self._table.reserve(spare)
         self._seq = self._snap_seq = snap.seq if snap else 0
         self._snapshot_bytes = snap.nbytes if snap else 0
         replayed, started = 0, time.perf_counter()
@@ -93,6 +99,8 @@ class Collection:
             self._replay(record)
             self._seq = record.seq
             replayed += 1
+        # the replayed rows reach the index in one add (one allocation, and parallel where FAISS is)
+        self._index.restore(index, trained, self._table.vectors)
         # what replaying the log costs: the estimate that the writes to come add to
         self._replay_s = time.perf_counter() - started
         self._wal = WriteAheadLog(directory / WAL_NAME)
@@ -162,6 +170,8 @@ class Collection:
                 self._maintain()
             if self._snapshot_due():
                 self._snapshot_locked()
+            else:
+                remove_trash(self.directory)
 
     def close(self, *, deleted: bool = False) -> None:
         """Flush (snapshot, unless the collection is being deleted or is broken) and close; idempotent."""
@@ -284,9 +294,10 @@ class Collection:
         return UpsertResult(inserted, replaced)
 
     def _replay(self, record: WalRecord) -> None:
-        """Apply one logged write in memory; no index maintenance (see "Restart cost" above)."""
+        """Apply one logged write to the table (the index takes the new rows once replay ends); no
+        index maintenance (see "Restart cost" above)."""
         if record.op == OP_UPSERT:
-            self._apply_upsert(record.ids, np.array(record.vectors), record.labels, record.metadata)  # type: ignore[arg-type]
+            self._table.append(record.ids, record.vectors, record.labels, record.metadata)  # type: ignore[arg-type]
         else:
             self._table.remove(
                 list(dict.fromkeys(self._table.rows(record.ids, self.spec.name, allow_missing=True)))
@@ -330,7 +341,7 @@ class Collection:
     def _mirror_gpu(self) -> None:
         if self._gpu_context is None or self._loading:
             return
-        mirror = self._gpu_context.mirror(self.spec.name, self._index.index)
+        mirror = self._gpu_context.mirror(self.spec.name, self._index.for_gpu(self._table.vectors))
         with self._rw.write():
             self._gpu = mirror
 
@@ -372,6 +383,7 @@ class Collection:
         return max(self._snapshot_wal_bytes, self._snapshot_bytes // 2)
 
     def _snapshot_locked(self) -> None:
+        remove_trash(self.directory)
         if self._seq != self._snap_seq:
             self._snapshot_bytes = write_snapshot(
                 self.directory, self._seq, self._table, self._index.index, self._index.trained

@@ -2,7 +2,11 @@
 
 FAISS ids are the rows of the collection's ItemTable (0..n_rows-1, dead rows
 included), so ``index.ntotal == table.n_rows`` always holds and no id map is
-needed. Deleted rows stay in the index as tombstones that searches leave out;
+needed, with one exception: a plain Flat index is *table-backed*. It holds no
+vectors of its own (``ntotal`` stays 0); its searches run FAISS's brute-force
+k-NN (the same BLAS kernels IndexFlat.search calls, IDSelectors included)
+directly over the table's rows. So a Flat collection keeps one copy of its
+vectors in memory, not two, and a restart builds nothing. Deleted rows stay in the index as tombstones that searches leave out;
 the collection rebuilds the index from its live rows when tombstones pile up.
 This works for every index type, including those without ``remove_ids`` (HNSW).
 
@@ -64,6 +68,40 @@ def _unwrap(index: faiss.Index) -> tuple[faiss.Index, bool]:
     if isinstance(index, faiss.IndexPreTransform):
         return faiss.downcast_index(index.index), True
     return index, False
+
+
+def is_plain_flat(index: faiss.Index) -> bool:
+    """An IndexFlat with no transform or refine around it: the table-backed kind."""
+    return type(faiss.downcast_index(index)) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2)
+
+
+def brute_force(
+    x: np.ndarray, vectors: np.ndarray, k: int, metric: int, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's exact k-NN of queries x [q, d] over ``vectors`` [n, d] (rows ``mask`` allows, bool [n]):
+    (scores float32 [q, k], rows int64 [q, k]), best first, -1 padded."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    (q, d), n = x.shape, len(vectors)
+    scores = np.empty((q, k), dtype=np.float32)
+    rows = np.empty((q, k), dtype=np.int64)
+    bitmap = np.packbits(mask, bitorder="little") if mask is not None else None
+    sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap)) if bitmap is not None else None
+    args = (
+        faiss.swig_ptr(x),
+        faiss.swig_ptr(vectors),
+        d,
+        q,
+        n,
+        k,
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(rows),
+    )
+    if metric == faiss.METRIC_L2:
+        faiss.knn_L2sqr(*args, None, sel)  # `bitmap` and `sel` stay alive until here
+    else:
+        faiss.knn_inner_product(*args, sel)
+    return scores, rows
 
 
 def new_index(spec: CollectionSpec, limits: Limits = DEFAULT_LIMITS) -> faiss.Index:
@@ -137,9 +175,14 @@ class VectorIndex:
 
     # --- writes (exclusive) --------------------------------------------------------------------
 
+    @property
+    def table_backed(self) -> bool:
+        """A plain Flat index: searches run over the table's rows, the index holds none."""
+        return is_plain_flat(self.index)
+
     def add(self, vectors: np.ndarray) -> None:
-        """Append float32 [n, dim] as the next n ids."""
-        if len(vectors):
+        """Append float32 [n, dim] as the next n ids (a table-backed index has them already)."""
+        if len(vectors) and not self.table_backed:
             self.index.add(vectors)
 
     def due_for_training(self, n_live: int) -> bool:
@@ -160,7 +203,7 @@ class VectorIndex:
             trained = True
         else:
             index = faiss.IndexFlat(self.spec.dim, self.metric)
-        if len(vectors):
+        if len(vectors) and not is_plain_flat(index):
             index.add(vectors)
         return index, trained
 
@@ -169,11 +212,17 @@ class VectorIndex:
         self._params_ok = True
 
     def restore(self, index: faiss.Index | None, trained: bool, vectors: np.ndarray) -> None:
-        """Load state from a snapshot; ``index`` None means a plain IndexFlat, rebuilt from ``vectors``."""
+        """Load state from a snapshot and a replayed log: ``vectors`` float32 [rows, dim] are every
+        row of the table; ``index`` holds the first of them (None: a plain IndexFlat holding none),
+        and the rest are added to it in one call."""
         if index is None:
             index = faiss.IndexFlat(self.spec.dim, self.metric)
-            if len(vectors):
-                index.add(vectors)
+        if is_plain_flat(index):  # table-backed: nothing to build
+            index.reset()
+            self.swap(index, trained)
+            return
+        if index.ntotal < len(vectors) and index.d == self.spec.dim:
+            index.add(np.ascontiguousarray(vectors[index.ntotal :]))
         if index.ntotal != len(vectors) or index.d != self.spec.dim:
             raise ValueError(
                 f"snapshot index holds {index.ntotal}x{index.d}, table {len(vectors)}x{self.spec.dim}"
@@ -214,10 +263,20 @@ class VectorIndex:
         return self._params_ok and isinstance(_unwrap(self.index)[0], faiss.IndexIVF | faiss.IndexHNSW)
 
     def search_index(
-        self, x: np.ndarray, k: int, mask: np.ndarray | None, nprobe: int = 0, ef_search: int = 0
+        self,
+        x: np.ndarray,
+        k: int,
+        mask: np.ndarray | None,
+        nprobe: int = 0,
+        ef_search: int = 0,
+        *,
+        vectors: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The index's own top-k (scores float32 [q, k], rows int64 [q, k], -1 padded), restricted to
-        ``mask`` (bool [n_rows]) by an IDSelector; None if this index type takes no selector."""
+        ``mask`` (bool [n_rows]) by an IDSelector; None if this index type takes no selector.
+        ``vectors``: the table's rows (float32 [n_rows, dim]), which a table-backed index searches."""
+        if self.table_backed:
+            return brute_force(x, vectors, k, self.metric, mask)
         sel = bitmap = None
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
@@ -269,8 +328,19 @@ class VectorIndex:
             return outer, keep
         return params, keep
 
+    def for_gpu(self, vectors: np.ndarray) -> faiss.Index:
+        """The CPU index a GPU mirror copies: this one, or for a table-backed index a Flat of ``vectors``."""
+        if not self.table_backed:
+            return self.index
+        index = faiss.IndexFlat(self.spec.dim, self.metric)
+        index.add(vectors)
+        return index
+
     def memory_bytes(self) -> int:
-        """Rough size of the index: codes, plus graph links (HNSW) or list ids and centroids (IVF)."""
+        """Rough size of the index: codes, plus graph links (HNSW) or list ids and centroids (IVF);
+        0 for a table-backed index (the table holds the vectors)."""
+        if self.table_backed:
+            return 0
         index = self.index
         n = index.ntotal
         core, _ = _unwrap(index)

@@ -111,7 +111,7 @@ def top_k(
                     rows = _drop_disallowed(rows, table.live)
                 return fill_short(index, x, k, scores, rows, mask, vectors)
     if mask is None:
-        found = index.search_index(x, k, None, nprobe, ef_search)
+        found = index.search_index(x, k, None, nprobe, ef_search, vectors=vectors)
         assert found is not None
         return fill_short(index, x, k, *found, None, vectors)
     n_allowed = int(np.count_nonzero(mask)) if allowed is None else allowed
@@ -120,7 +120,7 @@ def top_k(
         return _overfetch(index, x, k, n_dead, mask, vectors, nprobe, ef_search)
     if n_allowed <= max(EXACT_MAX_ROWS, EXACT_MAX_FRACTION * len(mask)):
         return exact(index, x, k, np.flatnonzero(mask), vectors)
-    found = index.search_index(x, k, mask, nprobe, ef_search)
+    found = index.search_index(x, k, mask, nprobe, ef_search, vectors=vectors)
     if found is not None:
         return fill_short(index, x, k, *found, mask, vectors)
     # this index type takes no IDSelector
@@ -218,7 +218,7 @@ def _overfetch(
     ef_search: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k + n_dead from the index without a selector, dead rows dropped (``mask`` = live rows)."""
-    found = index.search_index(x, min(k + n_dead, len(mask)), None, nprobe, ef_search)
+    found = index.search_index(x, min(k + n_dead, len(mask)), None, nprobe, ef_search, vectors=vectors)
     assert found is not None
     scores, rows = found
     return fill_short(index, x, k, scores, _drop_disallowed(rows, mask), mask, vectors)

@@ -8,12 +8,14 @@ Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
     live.npy        bool [rows]
     labels.npy      int32 [rows]          label code, -1 = none
     items.json      {"ids": [str|null], "metadata": [obj|null], "label_names": [str]}
-    index.faiss     faiss.write_index of the CPU index; absent for a plain IndexFlat,
-                    which is rebuilt from vectors.npy at load (same content, half the disk)
+    index.faiss     faiss.write_index of the CPU index; absent for a plain IndexFlat, which
+                    holds no vectors (it searches the table's: embedserve.store.index)
 
 The directory is written as ``.snap-<seq>.tmp``, every file fsync'd, then renamed
 to ``snap-<seq>`` and the parent fsync'd; a crash at any point leaves either the
-old or the new snapshot current. Load takes the highest ``snap-*``.
+old or the new snapshot current. Load takes the highest ``snap-*``; older and
+half-written ones are renamed ``.trash-*`` (cheap) and removed by ``remove_trash``
+later, off the start-up path (deleting a 500 MB file takes most of a second).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +33,8 @@ import numpy as np
 
 from embedserve.errors import FailedPrecondition
 from embedserve.store.fsio import fsync_dir, fsync_file
-from embedserve.store.table import ItemTable
+from embedserve.store.index import is_plain_flat
+from embedserve.store.table import ItemTable, id_rows
 
 SNAPSHOT_VERSION = 1
 _PREFIX = "snap-"
@@ -46,10 +51,6 @@ class Snapshot:
 
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir())
-
-
-def _is_plain_flat(index: faiss.Index) -> bool:
-    return type(faiss.downcast_index(index)) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2)
 
 
 def _save(path: Path, data: np.ndarray | bytes) -> None:
@@ -79,7 +80,7 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     _save(tmp / "labels.npy", table.label_codes)
     items = {"ids": table.ids, "metadata": table.metadata, "label_names": table.label_names}
     _save(tmp / "items.json", json.dumps(items, separators=(",", ":")).encode())
-    has_index = not _is_plain_flat(index)
+    has_index = not is_plain_flat(index)
     if has_index:
         faiss.write_index(index, str(tmp / "index.faiss"))
         fsync_file(tmp / "index.faiss")
@@ -108,14 +109,45 @@ def _remove_older(directory: Path, keep: Path) -> None:
         shutil.rmtree(tmp)
 
 
-def load_latest(directory: Path, dim: int) -> Snapshot | None:
-    """The newest complete snapshot in ``directory``, or None; removes older and half-written ones."""
+def _set_aside_older(directory: Path, keep: Path) -> None:
+    for old in [*directory.glob(f"{_PREFIX}*"), *directory.glob(f".{_PREFIX}*.tmp")]:
+        if old != keep:
+            os.rename(old, directory / f".trash-{uuid.uuid4().hex}")
+
+
+def remove_trash(directory: Path) -> None:
+    """Delete what ``load_latest`` set aside."""
+    for trash in directory.glob(".trash-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_vectors(path: Path, dim: int, spare_rows: int) -> np.ndarray:
+    """vectors.npy read into a float32 buffer of ``rows + spare_rows`` rows (the rows first), so the
+    appends that follow (log replay) need no copy of the whole array."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = header(f)
+        if fortran or dtype != np.dtype("<f4") or len(shape) != 2 or shape[1] != dim:
+            raise FailedPrecondition(f"{path}: expected little-endian float32 [rows, {dim}] in C order")
+        buffer = np.empty((shape[0] + spare_rows, dim), dtype=np.float32)
+        want = shape[0] * dim * 4
+        if f.readinto(buffer[: shape[0]].data.cast("B")) != want:
+            raise FailedPrecondition(f"{path}: shorter than its header says")
+    return buffer
+
+
+def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | None:
+    """The newest complete snapshot in ``directory``, or None; older and half-written ones are set
+    aside for ``remove_trash``. ``spare_rows``: room to leave after the vectors for appends."""
     found = sorted(directory.glob(f"{_PREFIX}*"))
     if not found:
-        _remove_older(directory, keep=directory)
+        _set_aside_older(directory, keep=directory)
         return None
     path = found[-1]
-    _remove_older(directory, keep=path)
+    _set_aside_older(directory, keep=path)
     manifest = json.loads((path / "manifest.json").read_bytes())
     if manifest.get("version") != SNAPSHOT_VERSION:
         raise FailedPrecondition(f"{path}: snapshot version {manifest.get('version')!r} is not supported")
@@ -123,19 +155,28 @@ def load_latest(directory: Path, dim: int) -> Snapshot | None:
         raise FailedPrecondition(
             f"{path}: snapshot dim {manifest['dim']} differs from the collection's {dim}"
         )
-    items = json.loads((path / "items.json").read_bytes())
+    # the big reads (vectors, FAISS index) release the GIL: they run in a thread while this one
+    # parses the items and builds the id map, which need it
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
+        vectors = reader.submit(_read_vectors, path / "vectors.npy", dim, spare_rows)
+        read_index = reader.submit(faiss.read_index, str(path / "index.faiss")) if manifest["index"] else None
+        items = json.loads((path / "items.json").read_bytes())
+        row_of = id_rows(items["ids"])
+        buffer = vectors.result()
+        index = read_index.result() if read_index is not None else None
     table = ItemTable.from_columns(
-        vectors=np.load(path / "vectors.npy", allow_pickle=False).reshape(-1, dim),
+        vectors=buffer[: len(buffer) - spare_rows],
+        buffer=buffer,
         live=np.load(path / "live.npy", allow_pickle=False),
         codes=np.load(path / "labels.npy", allow_pickle=False),
         ids=items["ids"],
         metadata=items["metadata"],
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
+        row_of=row_of,
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")
-    index = faiss.read_index(str(path / "index.faiss")) if manifest["index"] else None
     return Snapshot(
         seq=int(manifest["seq"]),
         table=table,

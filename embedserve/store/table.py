@@ -109,7 +109,7 @@ class ItemTable:
         old = [r for r in map(self.row_of.get, ids) if r is not None]
         self.remove(old)
         n, start = len(ids), self.n_rows
-        self._reserve(start + n)
+        self.reserve(start + n)
         end = start + n
         self._vectors[start:end] = vectors
         self._live[start:end] = True
@@ -161,25 +161,32 @@ class ItemTable:
         metadata: list[dict[str, str] | None],
         label_names: list[str],
         max_metadata_bytes: int | None = None,
+        buffer: np.ndarray | None = None,
+        row_of: dict[str, int] | None = None,
     ) -> ItemTable:
         """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
-        metadata is measured if the snapshot did not record it."""
+        metadata is measured if the snapshot did not record it. ``buffer``: float32 [capacity, dim]
+        whose first rows are ``vectors``, kept as the table's storage (room for appends)."""
         out = cls(vectors.shape[1])
         n = len(vectors)
         if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
             raise ValueError("snapshot columns have different lengths")
-        out._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        out._live = np.asarray(live, dtype=bool).copy()
-        out._codes = np.asarray(codes, dtype=np.int32).copy()
+        if buffer is None:
+            buffer = np.ascontiguousarray(vectors, dtype=np.float32)
+        out._vectors = buffer
+        out._live = np.zeros(len(buffer), dtype=bool)
+        out._live[:n] = live
+        out._codes = np.full(len(buffer), -1, dtype=np.int32)
+        out._codes[:n] = codes
         out.ids, out.metadata = ids, metadata
-        out.row_of = {x: r for r, x in enumerate(ids) if x is not None}
+        out.row_of = id_rows(ids) if row_of is None else row_of
         out.label_names = label_names
         out._code_of = {x: c for c, x in enumerate(label_names)}
         out.max_label_bytes = max((len(x.encode(errors="replace")) for x in label_names), default=0)
         if max_metadata_bytes is None:
             max_metadata_bytes = max((metadata_size(m) for m in metadata if m), default=0)
         out.max_metadata_bytes = max_metadata_bytes
-        out.n_rows, out.n_live = n, int(np.count_nonzero(out._live))
+        out.n_rows, out.n_live = n, int(np.count_nonzero(out._live[:n]))
         return out
 
     def _code(self, label: str | None) -> int:
@@ -192,7 +199,8 @@ class ItemTable:
             self.max_label_bytes = max(self.max_label_bytes, len(label.encode(errors="replace")))
         return code
 
-    def _reserve(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Capacity for ``n`` rows (grown geometrically)."""
         cap = len(self._vectors)
         if n <= cap:
             return
@@ -204,6 +212,13 @@ class ItemTable:
         codes = np.full(new_cap, -1, dtype=np.int32)
         codes[: self.n_rows] = self.label_codes
         self._vectors, self._live, self._codes = vectors, live, codes
+
+
+def id_rows(ids: list[str | None]) -> dict[str, int]:
+    """id -> row for the live rows (dead rows have id None)."""
+    row_of: dict = dict(zip(ids, range(len(ids))))
+    row_of.pop(None, None)  # every dead row's None collapsed into this one key
+    return row_of
 
 
 def metadata_size(metadata: dict[str, str] | None) -> int:

@@ -144,6 +144,8 @@ def test_batches_labels_and_metadata_are_bounded(tight):
 def test_support_sets_are_bounded(tight):
     support = [(v, "a") for v in vecs(51)]
     refused(lambda: tight.classify(vecs(1), support=support), RE, "max_support (50)")
+    support = [(v, "a") for v in vecs(3)] + [(vecs(1)[0], "L" * 41)]
+    refused(lambda: tight.classify(vecs(1), support=support), RE, "support 3", "max_label_bytes")
 
 
 def test_the_default_limits_refuse_what_the_hostile_client_sent(client):

@@ -239,3 +239,46 @@ def test_write_that_fails_to_apply_is_cut_from_the_log(data_dir, monkeypatch):
     assert c.stats().count == 1
     upsert_plain(c, ["later"], np.ones((1, 4)))
     assert c.stats().count == 2
+
+
+def _snapshots(data_dir, name="c"):
+    return sorted((data_dir / "collections" / name).glob("snap-*"))
+
+
+def test_a_snapshot_is_due_when_replay_would_take_too_long(data_dir):
+    """snapshot_replay_s bounds replay time: with a tiny budget every write snapshots and the log stays
+    empty; with a huge one (and a huge byte limit) the log keeps every record."""
+    eager = Store(data_dir / "eager", snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e-9)
+    c = eager.create(spec(dim=8))
+    upsert_plain(c, ids_for(10), random_vectors(10, 8))
+    wal = data_dir / "eager" / "collections" / "c" / "wal.log"
+    assert wal.stat().st_size == 0 and len(_snapshots(data_dir / "eager")) == 1
+    lazy = Store(data_dir / "lazy", snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
+    c = lazy.create(spec(dim=8))
+    for i in range(5):
+        upsert_plain(c, ids_for(10, 10 * i), random_vectors(10, 8, seed=i))
+    assert (data_dir / "lazy" / "collections" / "c" / "wal.log").stat().st_size > 0
+    assert not _snapshots(data_dir / "lazy")
+
+
+def test_replay_never_rebuilds_the_index(data_dir, caplog):
+    """Deletes past the rebuild threshold, then a crash: opening replays them as tombstones only (no
+    HNSW rebuild on the start-up path); maintain() rebuilds afterwards, with the same items."""
+    s = Store(data_dir, snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
+    c = s.create(spec(dim=8, index_spec="HNSW16"))
+    upsert_plain(c, ids_for(400), random_vectors(400, 8))
+    c.delete(ids_for(150))  # 37 % dead: the live collection rebuilt at once
+    assert c._table.n_dead == 0
+    upsert_plain(c, ids_for(10, 400), random_vectors(10, 8, seed=3))
+    expected = _content(c, ids_for(410))
+    # crash: the store is abandoned; the log holds the whole history, no snapshot exists
+    assert not _snapshots(data_dir)
+    with caplog.at_level(logging.INFO, logger="embedserve.store"):
+        s2 = Store(data_dir, snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
+        c2 = s2.get("c")
+    assert c2._table.n_dead == 150  # replayed as tombstones, not rebuilt
+    assert "3 log records replayed" in caplog.text
+    assert _content(c2, ids_for(410)) == expected
+    assert len(c2.search(random_vectors(1, 8, seed=9), 20)[0]) == 20
+    s2.maintain()
+    assert c2._table.n_dead == 0 and _content(c2, ids_for(410)) == expected

@@ -1,0 +1,48 @@
+"""Start-up order: the store starts loading before the rest of the server is even imported.
+
+Opening the store (snapshots read, logs replayed) and importing and loading the
+rest (gRPC, ONNX Runtime, model sessions) do not depend on each other, and a
+restart after a crash costs the slower of the two only if they overlap.
+``embedserve serve`` therefore builds the store first, with only FAISS and
+numpy imported, opens it in a background thread, and hands it to the server,
+whose own ``Store.open`` call then waits for that open to finish (or, if it
+failed, runs it again and reports the error).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from embedserve.config import ServerConfig
+from embedserve.store import Store, gpu_available
+
+log = logging.getLogger("embedserve.server")
+
+
+def store_for(config: ServerConfig) -> Store:
+    """The server's store, as configured (GPU search when the device setting asks for it and FAISS can)."""
+    # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
+    use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
+    log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
+    return Store(
+        config.data,
+        use_gpu=use_gpu,
+        snapshot_wal_bytes=config.snapshot_wal_bytes,
+        snapshot_replay_s=config.snapshot_replay_s,
+        limits=config.limits,
+    )
+
+
+def opening_store(config: ServerConfig) -> Store:
+    """``store_for(config)``, already opening in a background thread."""
+    store = store_for(config)
+
+    def open_quietly() -> None:
+        try:
+            store.open()
+        except Exception:  # the server's own open() runs it again and reports the error
+            pass
+
+    threading.Thread(target=open_quietly, name="store-open", daemon=True).start()
+    return store
