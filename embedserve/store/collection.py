@@ -20,7 +20,8 @@ away tombstones) is an optimisation that searches do not need, so it waits for
 write. A snapshot is due when the log has grown past its byte limit or when
 replaying it would take ``snapshot_replay_s`` (the time the writes since the
 last snapshot spent applying in memory, index rebuilds and training included,
-is the estimate), so a restart never repeats work a snapshot could have saved.
+and the encoding and logging of those writes is the estimate), so a restart never
+repeats work a snapshot could have saved.
 """
 
 from __future__ import annotations
@@ -128,11 +129,12 @@ class Collection:
             self._check_writable()
             if not ids:
                 return UpsertResult(0, 0)
-            ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, metadata))
-            self._seq += 1
-            with self._failing_apply(), self._replay_cost():
-                result = self._apply_upsert(ids, x, labels, metadata, meta_bytes)
-                self._maintain()
+            with self._replay_cost():  # encoding, logging and applying: about what replaying it costs
+                ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, metadata))
+                self._seq += 1
+                with self._failing_apply():
+                    result = self._apply_upsert(ids, x, labels, metadata, meta_bytes)
+                    self._maintain()
         self._commit(ticket)
         return result
 
@@ -145,12 +147,13 @@ class Collection:
             if not rows:
                 return 0
             gone = [self._table.ids[r] for r in rows]
-            ticket = self._wal.append(encode_delete(self._seq + 1, gone))  # type: ignore[arg-type]
-            self._seq += 1
-            with self._failing_apply(), self._replay_cost():
-                with self._rw.write():
-                    self._table.remove(rows)
-                self._maintain()
+            with self._replay_cost():
+                ticket = self._wal.append(encode_delete(self._seq + 1, gone))  # type: ignore[arg-type]
+                self._seq += 1
+                with self._failing_apply():
+                    with self._rw.write():
+                        self._table.remove(rows)
+                    self._maintain()
         self._commit(ticket)
         return len(rows)
 
@@ -204,7 +207,7 @@ class Collection:
                 StoredItem(
                     id=item_id,
                     label=table.label(row),
-                    metadata=dict(table.metadata[row]),  # type: ignore[arg-type]
+                    metadata=dict(table.metadata[row] or {}),
                     vector=vectors[i] if vectors is not None else None,
                 )
                 for i, (item_id, row) in enumerate(zip(ids, rows, strict=True))

@@ -2,12 +2,16 @@
 
 Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
 
-    manifest.json   {"version": 1, "seq", "rows", "dim", "trained", "index": bool,
-                     "max_metadata_bytes" (optional)}   written last
+    manifest.json   {"version": 2, "seq", "rows", "dim", "trained", "index": bool,
+                     "max_metadata_bytes"}   written last
     vectors.npy     float32 [rows, dim]   every row, dead ones included (row r = FAISS id r)
     live.npy        bool [rows]
     labels.npy      int32 [rows]          label code, -1 = none
-    items.json      {"ids": [str|null], "metadata": [obj|null], "label_names": [str]}
+    ids.txt         UTF-8, line r = the id of row r, an empty line for a dead row; absent when
+                    some id holds a line break (then items.json has "ids": [str|null])
+    items.json      {"label_names": [str], "metadata_rows": [int], "metadata": [obj]}: the
+                    metadata of the rows that have any (version 1: "ids", and "metadata"
+                    for every row, [obj|null])
     index.faiss     faiss.write_index of the CPU index; absent for a plain IndexFlat, which
                     holds no vectors (it searches the table's: embedserve.store.index)
 
@@ -36,7 +40,8 @@ from embedserve.store.fsio import fsync_dir, fsync_file
 from embedserve.store.index import is_plain_flat
 from embedserve.store.table import ItemTable, id_rows
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREFIX = "snap-"
 
 
@@ -78,7 +83,16 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     _save(tmp / "vectors.npy", table.vectors)
     _save(tmp / "live.npy", table.live)
     _save(tmp / "labels.npy", table.label_codes)
-    items = {"ids": table.ids, "metadata": table.metadata, "label_names": table.label_names}
+    # ids one per line: splitting a text is several times faster to load than a JSON list
+    ids_text = "\n".join(x or "" for x in table.ids)
+    items: dict = {"label_names": table.label_names}
+    if ids_text.count("\n") == max(table.n_rows - 1, 0) and "\r" not in ids_text:
+        _save(tmp / "ids.txt", ids_text.encode("utf-8", "surrogatepass"))
+    else:
+        items["ids"] = table.ids
+    rows = [r for r, m in enumerate(table.metadata) if m]
+    items["metadata_rows"] = rows
+    items["metadata"] = [table.metadata[r] for r in rows]
     _save(tmp / "items.json", json.dumps(items, separators=(",", ":")).encode())
     has_index = not is_plain_flat(index)
     if has_index:
@@ -139,6 +153,23 @@ def _read_vectors(path: Path, dim: int, spare_rows: int) -> np.ndarray:
     return buffer
 
 
+def _ids(path: Path, items: dict, rows: int) -> list[str | None]:
+    if "ids" in items:  # version 1, or an id with a line break
+        return items["ids"]
+    text = (path / "ids.txt").read_bytes().decode("utf-8", "surrogatepass")
+    ids = text.split("\n") if rows else []
+    return [x or None for x in ids]
+
+
+def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
+    if "metadata_rows" not in items:  # version 1: every row
+        return items["metadata"]
+    metadata: list[dict[str, str] | None] = [None] * rows
+    for r, m in zip(items["metadata_rows"], items["metadata"], strict=True):
+        metadata[r] = m
+    return metadata
+
+
 def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | None:
     """The newest complete snapshot in ``directory``, or None; older and half-written ones are set
     aside for ``remove_trash``. ``spare_rows``: room to leave after the vectors for appends."""
@@ -149,7 +180,7 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
     path = found[-1]
     _set_aside_older(directory, keep=path)
     manifest = json.loads((path / "manifest.json").read_bytes())
-    if manifest.get("version") != SNAPSHOT_VERSION:
+    if manifest.get("version") not in READABLE_VERSIONS:
         raise FailedPrecondition(f"{path}: snapshot version {manifest.get('version')!r} is not supported")
     if manifest["dim"] != dim:
         raise FailedPrecondition(
@@ -161,7 +192,8 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         vectors = reader.submit(_read_vectors, path / "vectors.npy", dim, spare_rows)
         read_index = reader.submit(faiss.read_index, str(path / "index.faiss")) if manifest["index"] else None
         items = json.loads((path / "items.json").read_bytes())
-        row_of = id_rows(items["ids"])
+        ids = _ids(path, items, manifest["rows"])
+        row_of = id_rows(ids)
         buffer = vectors.result()
         index = read_index.result() if read_index is not None else None
     table = ItemTable.from_columns(
@@ -169,8 +201,8 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         buffer=buffer,
         live=np.load(path / "live.npy", allow_pickle=False),
         codes=np.load(path / "labels.npy", allow_pickle=False),
-        ids=items["ids"],
-        metadata=items["metadata"],
+        ids=ids,
+        metadata=_metadata(items, manifest["rows"]),
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
         row_of=row_of,

@@ -282,3 +282,31 @@ def test_replay_never_rebuilds_the_index(data_dir, caplog):
     assert len(c2.search(random_vectors(1, 8, seed=9), 20)[0]) == 20
     s2.maintain()
     assert c2._table.n_dead == 0 and _content(c2, ids_for(410)) == expected
+
+
+def test_snapshots_keep_awkward_ids_and_read_the_previous_format(data_dir):
+    """Ids with line breaks or non-ASCII survive a snapshot (ids.txt falls back to JSON); a version-1
+    snapshot (ids and every row's metadata in items.json) still loads."""
+    import json
+
+    s = Store(data_dir)
+    c = s.create(spec(dim=8))
+    ids = ["plain", "line\nbreak", "é-ü-字", "tab\tid"]
+    upsert_plain(c, ids, random_vectors(4, 8), metadata=[{"k": "v"}, {}, {"x": "y"}, {}])
+    c.delete(["tab\tid"])
+    expected = _content(c, ids)
+    s.close()
+    snap = _snapshots(data_dir)[0]
+    assert not (snap / "ids.txt").exists()  # an id holds a line break
+    assert _content(Store(data_dir).get("c"), ids) == expected
+    # rewrite it as version 1
+    items = json.loads((snap / "items.json").read_text())
+    rows = json.loads((snap / "manifest.json").read_text())["rows"]
+    dense = [None] * rows
+    for r, m in zip(items.pop("metadata_rows"), items["metadata"]):
+        dense[r] = m
+    dense = [m if m is not None or items["ids"][r] is None else {} for r, m in enumerate(dense)]
+    (snap / "items.json").write_text(json.dumps({**items, "metadata": dense}))
+    manifest = json.loads((snap / "manifest.json").read_text())
+    (snap / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    assert _content(Store(data_dir).get("c"), ids) == expected
