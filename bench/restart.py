@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,71 +28,22 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.server_process import ServerProcess  # noqa: E402
 from embedserve.client import Client, item  # noqa: E402
 
 DIM = 128
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`embedserve serve` in a subprocess; ``start`` returns seconds from exec to SERVING."""
-
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.log: list[str] = []
-
-    def start(self) -> float:
-        cmd = [
-            sys.executable,
-            "-m",
-            "embedserve",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data),
-        ]
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        self.log = []
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(self.target))
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return time.perf_counter() - started
-            except grpc.RpcError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + "".join(self.log[-20:]))
-            time.sleep(0.005)
-
-    def _drain(self, proc) -> None:
-        for line in proc.stderr:
-            self.log.append(line)
-
+class Server(ServerProcess):
     def replayed(self) -> int:
         """Log records the last start replayed, summed over collections (from its log)."""
         return sum(
             int(m.group(1)) for line in self.log if (m := re.search(r"(\d+) log records replayed", line))
         )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
 
 
 def clustered(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:

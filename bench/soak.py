@@ -23,9 +23,6 @@ import argparse
 import collections
 import io
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,12 +31,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.server_process import ServerProcess as Server  # noqa: E402
 from embedserve.client import ById, Client, item  # noqa: E402
 
 LEDGER_IDS = 4000  # the ledger's id space: writes replace and delete within it, so the size stays steady
@@ -57,57 +54,6 @@ def digits_pngs() -> tuple[list[bytes], list[str]]:
         Image.fromarray((img * 255 / 16).astype(np.uint8)).save(buf, format="PNG")
         out.append(buf.getvalue())
     return out, [str(t) for t in d.target]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        cmd = [
-            sys.executable,
-            "-m",
-            "embedserve",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data",
-            str(self.data),
-        ]
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(self.target))
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return time.perf_counter() - started
-            except grpc.RpcError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited")
-            time.sleep(0.01)
-
-    def rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except (OSError, AttributeError):
-            return None
-        return None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
 
 
 class Counts:

@@ -43,3 +43,15 @@ def test_empty_tokens_file_fails_closed(tmp_path):
         cfg.tokens()
     tokens.write_text("  # comment\n  tok-1  \n")
     assert cfg.tokens() == frozenset({"tok-1"})
+
+
+def test_insecure_is_a_boolean_setting(tmp_path):
+    assert load_config(environ={"EMBEDSERVE_INSECURE": "1"}).insecure is True
+    assert load_config({"insecure": "true"}, environ={}).insecure is True
+    assert load_config(environ={}).insecure is False
+    toml = tmp_path / "c.toml"
+    toml.write_text("insecure = true\nmax_queries = 7\n")
+    cfg = load_config(config_file=toml, environ={})
+    assert cfg.insecure is True and cfg.limits.max_queries == 7
+    with pytest.raises(ValueError, match="insecure"):
+        load_config(environ={"EMBEDSERVE_INSECURE": "maybe"})

@@ -90,17 +90,11 @@ def failed_info(failed: FailedCollection) -> pb.CollectionInfo:
 
 
 def collection_info(spec: CollectionSpec, stats: CollectionStats) -> pb.CollectionInfo:
-    return pb.CollectionInfo(
-        name=spec.name,
-        model=spec.model,
-        dim=spec.dim,
-        metric=spec.metric.value,
-        index_spec=spec.index_spec,
-        count=stats.count,
-        trained=stats.trained,
-        train_size=stats.train_size,
-        memory_bytes=stats.memory_bytes,
-        labelled_count=stats.labelled_count,
-        created_at=spec.created_at,
-        gpu=stats.gpu,
-    )
+    info = spec_info(spec)
+    info.count = stats.count
+    info.trained = stats.trained
+    info.train_size = stats.train_size
+    info.memory_bytes = stats.memory_bytes
+    info.labelled_count = stats.labelled_count
+    info.gpu = stats.gpu
+    return info

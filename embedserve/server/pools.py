@@ -10,7 +10,8 @@
 * **search** (``search_threads``, default one per core): FAISS searches and other
   reads of collections (Get, lookups by id, statistics). Each FAISS call uses
   ``faiss_threads`` OpenMP threads (default 1): requests already run in parallel
-  here, and nested OpenMP teams would oversubscribe the cores.
+  here, and nested OpenMP teams would oversubscribe the cores. OpenMP's thread
+  count is per thread, so each search and write thread sets it when it starts.
 * **write** (``write_threads``, default max(4, cores)): upserts, deletes, index
   training and rebuilds, snapshots, creating and deleting collections, and the
   store's start-up and shutdown. A separate pool, so writers waiting on a
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from embedserve.config import ServerConfig
+from embedserve.store import tune_faiss
 
 T = TypeVar("T")
 
@@ -43,11 +45,16 @@ class Pools:
     @classmethod
     def from_config(cls, config: ServerConfig) -> Pools:
         cpus = os.cpu_count() or 2
+        faiss = (config.faiss_threads,)
         return cls(
             decode=ThreadPoolExecutor(config.decode_threads or cpus, thread_name_prefix="decode"),
             infer=ThreadPoolExecutor(config.infer_threads, thread_name_prefix="infer"),
-            search=ThreadPoolExecutor(config.search_threads or cpus, thread_name_prefix="search"),
-            write=ThreadPoolExecutor(config.write_threads or max(4, cpus), thread_name_prefix="write"),
+            search=ThreadPoolExecutor(
+                config.search_threads or cpus, "search", initializer=tune_faiss, initargs=faiss
+            ),
+            write=ThreadPoolExecutor(
+                config.write_threads or max(4, cpus), "write", initializer=tune_faiss, initargs=faiss
+            ),
         )
 
     async def reading(self, fn: Callable[..., T], *args: Any) -> T:

@@ -358,10 +358,12 @@ class VectorIndex:
 
 
 def tune_faiss(threads: int) -> None:
-    """Process-wide FAISS settings for a server that runs many searches at once.
+    """FAISS settings for a server that runs many searches at once, for the calling thread.
 
     ``threads`` OpenMP threads per call: the store's thread pool already runs
-    requests in parallel, and nested OpenMP teams oversubscribe the cores.
+    requests in parallel, and nested OpenMP teams oversubscribe the cores. The
+    OpenMP thread count belongs to the thread that sets it, so every pool thread
+    that calls FAISS runs this when it starts (``embedserve.server.pools``).
     Batches of 20+ queries go through BLAS (FAISS's default threshold, 128000,
     keeps a 64-query batch on the slow per-query path: FACTS.md measured 7x).
     """

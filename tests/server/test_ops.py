@@ -143,3 +143,30 @@ def _png():
     from tests.conftest import random_images
 
     return random_images(1)[0]
+
+
+def test_health_watch_streams_through_the_decoding_layer(server):
+    """Watch (a server stream of a service we do not write) still works behind RequestDecoding."""
+    with grpc.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        stream = stub.Watch(health_pb2.HealthCheckRequest(service="embedserve.v1.SearchService"), timeout=5)
+        first = next(stream)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        stream.cancel()
+
+
+def test_faiss_threads_reach_the_threads_that_search(server):
+    """OpenMP's thread count is per thread: each search and write pool thread sets faiss_threads."""
+    import asyncio
+
+    import faiss
+
+    pools = server.server.pools
+
+    async def threads_seen():
+        reads = [pools.reading(faiss.omp_get_max_threads) for _ in range(8)]
+        writes = [pools.writing(faiss.omp_get_max_threads) for _ in range(8)]
+        return await asyncio.gather(*reads, *writes)
+
+    seen = asyncio.run_coroutine_threadsafe(threads_seen(), server.loop).result(timeout=30)
+    assert set(seen) == {server.config.faiss_threads} == {1}
