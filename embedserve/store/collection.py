@@ -245,14 +245,15 @@ class Collection:
         with self._rw.read():
             self._check_open()
             table = self._table
+            mask, filtered = table.filter_mask(label_set, labelled_only)
             return search_rules.search(
                 self._index,
                 self._gpu,
                 table,
                 x,
                 k,
-                table.filter_mask(label_set, labelled_only),
-                filtered=label_set is not None or labelled_only,
+                mask,
+                filtered=filtered,
                 exclude=exclude,
                 nprobe=nprobe,
                 ef_search=ef_search,

@@ -82,16 +82,20 @@ class ItemTable:
             out.append(row)
         return out
 
-    def filter_mask(self, labels: set[str] | None, labelled_only: bool) -> np.ndarray | None:
-        """bool [n_rows] of rows a search may return, or None when every row may be returned."""
+    def filter_mask(self, labels: set[str] | None, labelled_only: bool) -> tuple[np.ndarray | None, bool]:
+        """(bool [n_rows] of rows a search may return or None when every row may, whether the mask
+        hides live rows). A label filter that every live row passes (labelled_only on a fully
+        labelled collection) hides only tombstones: it is no filter, and searches take the
+        unfiltered path (no IDSelector, which would cost FAISS its batched BLAS path)."""
+        mask = None
         if labels is not None:
             codes = [self._code_of[x] for x in labels if x in self._code_of]
-            return self.live & np.isin(self.label_codes, np.asarray(codes, dtype=np.int32))
-        if labelled_only:
-            return self.live & (self.label_codes >= 0)
-        if self.n_dead:
-            return self.live
-        return None
+            mask = self.live & np.isin(self.label_codes, np.asarray(codes, dtype=np.int32))
+        elif labelled_only:
+            mask = self.live & (self.label_codes >= 0)
+        if mask is not None and np.count_nonzero(mask) < self.n_live:
+            return mask, True
+        return (self.live if self.n_dead else None), False
 
     # --- writes ------------------------------------------------------------------------------
 

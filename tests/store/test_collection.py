@@ -377,3 +377,25 @@ def test_invalid_names_are_invalid_argument_for_get_and_delete(store, name):
         with pytest.raises(InvalidArgument) as err:
             call(name)
         assert str(err.value) == str(created.value)
+
+
+def test_a_filter_every_row_passes_is_no_filter(store):
+    """labelled_only on a fully labelled collection takes the unfiltered path (issue 10: it went
+    through an IDSelector, off FAISS's BLAS path), and answers the same."""
+    c = store.create(spec(dim=8))
+    upsert_plain(c, ids_for(50), random_vectors(50, 8), labels=[str(i % 3) for i in range(50)])
+    table = c._table
+    assert table.filter_mask(None, True) == (None, False)
+    assert table.filter_mask({"0", "1", "2"}, False) == (None, False)
+    mask, filtered = table.filter_mask({"0"}, False)
+    assert filtered and int(mask.sum()) == 17
+    q = random_vectors(4, 8, seed=5)
+    assert [[h.id for h in row] for row in c.search(q, 5, labelled_only=True)] == [
+        [h.id for h in row] for row in c.search(q, 5)
+    ]
+    c.delete(ids_for(5))
+    mask, filtered = table.filter_mask(None, True)
+    assert not filtered and int(mask.sum()) == 45  # only tombstones hidden
+    upsert_plain(c, ["unlabelled"], random_vectors(1, 8, seed=6))
+    mask, filtered = c._table.filter_mask(None, True)
+    assert filtered and int(mask.sum()) == 45
