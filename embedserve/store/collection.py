@@ -93,13 +93,17 @@ class Collection:
             self._table.reserve(spare)
         self._seq = self._snap_seq = snap.seq if snap else 0
         self._snapshot_bytes = snap.nbytes if snap else 0
-        replayed, started = 0, time.perf_counter()
-        for record in read_log(directory / WAL_NAME):
-            if record.seq <= self._seq:
-                continue  # already in the snapshot (a crash came between snapshot and log truncation)
+        started = time.perf_counter()
+        # records already in the snapshot (a crash came between snapshot and log truncation) are skipped
+        records = [r for r in read_log(wal_path) if r.seq > self._seq]
+        if records:
+            self._table.replaying(x for r in records for x in r.ids)
+        for record in records:
             self._replay(record)
             self._seq = record.seq
-            replayed += 1
+        self._table.replayed()
+        replayed = len(records)
+        del records
         # the replayed rows reach the index in one add (one allocation, and parallel where FAISS is)
         self._index.restore(index, trained, self._table.vectors)
         # what replaying the log costs: the estimate that the writes to come add to
@@ -169,6 +173,7 @@ class Collection:
         with self._write_mutex:
             if self._closed is not None or self._broken is not None:
                 return
+            self._table.build_row_map()  # left by the snapshot load: built now, not on a request
             with self._replay_cost():
                 self._maintain()
             if self._snapshot_due():

@@ -38,7 +38,7 @@ import numpy as np
 from embedserve.errors import FailedPrecondition
 from embedserve.store.fsio import fsync_dir, fsync_file
 from embedserve.store.index import is_plain_flat
-from embedserve.store.table import ItemTable, id_rows
+from embedserve.store.table import ItemTable
 
 SNAPSHOT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -187,13 +187,12 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
             f"{path}: snapshot dim {manifest['dim']} differs from the collection's {dim}"
         )
     # the big reads (vectors, FAISS index) release the GIL: they run in a thread while this one
-    # parses the items and builds the id map, which need it
+    # parses the items, which needs it
     with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
         vectors = reader.submit(_read_vectors, path / "vectors.npy", dim, spare_rows)
         read_index = reader.submit(faiss.read_index, str(path / "index.faiss")) if manifest["index"] else None
         items = json.loads((path / "items.json").read_bytes())
         ids = _ids(path, items, manifest["rows"])
-        row_of = id_rows(ids)
         buffer = vectors.result()
         index = read_index.result() if read_index is not None else None
     table = ItemTable.from_columns(
@@ -205,7 +204,6 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         metadata=_metadata(items, manifest["rows"]),
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
-        row_of=row_of,
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")

@@ -4,9 +4,17 @@ Row r of the table is FAISS id r of the collection's index. Rows are only
 appended; a delete or a replace marks the old row dead (a tombstone) and
 searches leave dead rows out with an IDSelector. ``compacted`` drops dead rows
 when the index is rebuilt.
+
+The id -> row map of a table loaded from a snapshot is built on first use (a
+million ids take most of a second to hash into a dict, and searches never need
+it). Replaying a log needs the rows of the ids it touches only: ``replaying``
+maps just those, and ``row_of`` builds the whole map when anything else asks.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,7 +36,9 @@ class ItemTable:
         self._codes = np.empty(0, dtype=np.int32)  # label code per row, -1 = no label
         self.ids: list[str | None] = []  # None for dead rows
         self.metadata: list[dict[str, str] | None] = []
-        self.row_of: dict[str, int] = {}
+        self._row_of: dict[str, int] | None = {}  # None: not built yet (see the module docstring)
+        self._partial: dict[str, int] | None = None  # while replaying: the rows of the log's ids
+        self._row_lock = threading.Lock()
         self.label_names: list[str] = []  # code -> label
         self._code_of: dict[str, int] = {}
         # the largest label and metadata ever stored (UTF-8 bytes; never lowered by deletes):
@@ -69,6 +79,34 @@ class ItemTable:
         return int(np.count_nonzero(self.live & (self.label_codes >= 0)))
 
     # --- lookups -----------------------------------------------------------------------------
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        """id -> row of every live row (built on first use after a snapshot load)."""
+        if self._partial is not None:
+            return self._partial
+        built = self._row_of
+        if built is None:
+            with self._row_lock:
+                if self._row_of is None:
+                    self._row_of = id_rows(self.ids)
+                built = self._row_of
+        return built
+
+    def build_row_map(self) -> None:
+        """Build the id map now if it is not built yet."""
+        self.row_of  # noqa: B018  (the property builds it)
+
+    def replaying(self, touched: Iterable[str]) -> None:
+        """Until ``replayed``: ``row_of`` maps only the ``touched`` ids (the only ones a log replay
+        looks up), found with one scan instead of building the whole map."""
+        if self._row_of is not None:
+            return
+        wanted = set(touched)
+        self._partial = {x: r for r, x in enumerate(self.ids) if x in wanted}
+
+    def replayed(self) -> None:
+        self._partial = None
 
     def rows(self, ids: list[str], collection: str, *, allow_missing: bool = False) -> list[int]:
         """Rows of ``ids`` in order; NotFound names the first unknown one (skipped if allow_missing)."""
@@ -148,7 +186,7 @@ class ItemTable:
         out._codes = self.label_codes[keep]
         out.ids = [self.ids[r] for r in keep]
         out.metadata = [self.metadata[r] for r in keep]
-        out.row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
+        out._row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
         out.label_names = list(self.label_names)
         out._code_of = dict(self._code_of)
         out.max_label_bytes, out.max_metadata_bytes = self.max_label_bytes, self.max_metadata_bytes
@@ -166,7 +204,6 @@ class ItemTable:
         label_names: list[str],
         max_metadata_bytes: int | None = None,
         buffer: np.ndarray | None = None,
-        row_of: dict[str, int] | None = None,
     ) -> ItemTable:
         """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
         metadata is measured if the snapshot did not record it. ``buffer``: float32 [capacity, dim]
@@ -183,7 +220,7 @@ class ItemTable:
         out._codes = np.full(len(buffer), -1, dtype=np.int32)
         out._codes[:n] = codes
         out.ids, out.metadata = ids, metadata
-        out.row_of = id_rows(ids) if row_of is None else row_of
+        out._row_of = None  # built on first use
         out.label_names = label_names
         out._code_of = {x: c for c, x in enumerate(label_names)}
         out.max_label_bytes = max((len(x.encode(errors="replace")) for x in label_names), default=0)

@@ -310,3 +310,25 @@ def test_snapshots_keep_awkward_ids_and_read_the_previous_format(data_dir):
     manifest = json.loads((snap / "manifest.json").read_text())
     (snap / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
     assert _content(Store(data_dir).get("c"), ids) == expected
+
+
+def test_the_id_map_is_built_lazily_after_a_snapshot_load(data_dir):
+    """Opening maps only the ids the log touches; the whole map is built on first use (or by
+    maintain), and replaces, deletes and re-inserts across the snapshot come out right."""
+    s = Store(data_dir, snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
+    c = s.create(spec(dim=8))
+    upsert_plain(c, ids_for(100), random_vectors(100, 8), labels=["a"] * 100)
+    c.snapshot()
+    upsert_plain(c, ["id3", "new"], random_vectors(2, 8, seed=4), labels=["replaced", "n"])  # in the log
+    c.delete(["id5", "new"])
+    expected = _content(c, [*ids_for(100), "new"])
+    s2 = Store(data_dir)
+    c2 = s2.get("c")
+    assert c2._table._row_of is None  # not built by opening
+    assert len(c2.search(random_vectors(1, 8), 5)[0]) == 5  # searches need no id map
+    assert c2._table._row_of is None
+    assert _content(c2, [*ids_for(100), "new"]) == expected  # get builds it
+    assert c2.get(["id3"])[0].label == "replaced"
+    s3 = Store(data_dir)
+    s3.maintain()
+    assert s3.get("c")._table._row_of is not None
