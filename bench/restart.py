@@ -147,7 +147,7 @@ def run_case(name: str, spec: str, n: int, cycles: int, write_s: float, rng) -> 
 
         c.upsert_stream(name, batches())
         print(f"  {name}: {n} x {DIM} {spec} loaded in {time.perf_counter() - t:.0f} s", flush=True)
-    times, replayed, lost = [], [], 0
+    times, replayed, lost, rss = [], [], 0, []
     for cycle in range(cycles):
         writers = Writers(server.target, name, n, centres)
         writers.start()
@@ -155,6 +155,7 @@ def run_case(name: str, spec: str, n: int, cycles: int, write_s: float, rng) -> 
         server.kill()
         writers.join()
         seconds = server.start()
+        rss.append(server.rss_mb() or 0.0)
         times.append(seconds)
         replayed.append(server.replayed())
         lost += lost_writes(server.target, name, writers)
@@ -166,7 +167,7 @@ def run_case(name: str, spec: str, n: int, cycles: int, write_s: float, rng) -> 
             flush=True,
         )
     server.kill()
-    return {"times": times, "replayed": replayed, "lost": lost}
+    return {"times": times, "replayed": replayed, "lost": lost, "rss": max(rss)}
 
 
 def main() -> None:
@@ -179,22 +180,23 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     floor = Server(Path(tempfile.mkdtemp(prefix="restart-empty-")))
-    empty = []
+    empty, floor_rss = [], 0.0
     for _ in range(3):
         empty.append(floor.start())
+        floor_rss = floor.rss_mb() or 0.0
         floor.kill()
-    rows = [("empty data directory (the floor)", empty, [0] * 3, 0)]
+    rows = [("empty data directory (the floor)", empty, [0] * 3, 0, floor_rss)]
     for name, spec, n in (("flat", "Flat", args.flat), ("hnsw", "HNSW32", args.hnsw)):
         if n:
             r = run_case(name, spec, n, args.cycles, args.write_s, rng)
-            rows.append(
-                (f"{n:,} x {DIM} {spec}, writes + deletes, kill -9", r["times"], r["replayed"], r["lost"])
-            )
+            label = f"{n:,} x {DIM} {spec}, writes + deletes, kill -9"
+            rows.append((label, r["times"], r["replayed"], r["lost"], r["rss"]))
     print()
-    print(f"{'case':<52} {'to SERVING, s (median / max)':>30} {'replayed':>9} {'lost':>5}")
-    for label, times, replayed, lost in rows:
+    print(f"{'case':<52} {'to SERVING, s (median / max)':>30} {'replayed':>9} {'lost':>5} {'RSS MB':>7}")
+    for label, times, replayed, lost, rss in rows:
         t = f"{statistics.median(times):.2f} / {max(times):.2f}"
-        print(f"{label:<52} {t:>30} {max(replayed):>9} {lost:>5}")
+        print(f"{label:<52} {t:>30} {max(replayed):>9} {lost:>5} {rss:>7.0f}")
+    print("RSS: the server's resident memory just after a restart (the vectors alone: 4 x dim bytes each)")
 
 
 if __name__ == "__main__":
