@@ -51,23 +51,17 @@ class IndexService(pb_grpc.IndexServiceServicer):
     async def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
         inserted = replaced = batches = n_truncated = 0
         truncated: list[str] = []
-        messages = aiter(request_iterator)
-        while True:
-            try:
-                request = await anext(messages)  # decoded and admitted, or the error is raised here
-            except StopAsyncIteration:
-                break
-            except EmbedServeError as err:
-                raise _in_batch(err, batches, inserted + replaced) from None
-            try:
+        try:
+            # each message arrives decoded and admitted, or its error is raised by the iteration
+            async for request in request_iterator:
                 result, cut = await self._upsert(request, context)
-            except EmbedServeError as err:
-                raise _in_batch(err, batches, inserted + replaced) from None
-            inserted += result.inserted
-            replaced += result.replaced
-            batches += 1
-            n_truncated += len(cut)
-            truncated.extend(cut[: MAX_TRUNCATED_IDS - len(truncated)])
+                inserted += result.inserted
+                replaced += result.replaced
+                batches += 1
+                n_truncated += len(cut)
+                truncated.extend(cut[: MAX_TRUNCATED_IDS - len(truncated)])
+        except EmbedServeError as err:
+            raise _in_batch(err, batches, inserted + replaced) from None
         return _response(inserted, replaced, batches, truncated, n_truncated)
 
     @rpc("Delete", admit=admission.delete)

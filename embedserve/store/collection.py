@@ -392,7 +392,6 @@ class Collection:
         return max(self._snapshot_wal_bytes, self._snapshot_bytes // 2)
 
     def _snapshot_locked(self) -> None:
-        remove_trash(self.directory)
         if self._seq != self._snap_seq:
             self._snapshot_bytes = write_snapshot(
                 self.directory, self._seq, self._table, self._index.index, self._index.trained

@@ -111,16 +111,9 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(directory)
-    _remove_older(directory, keep=final)
+    _set_aside_older(directory, keep=final)
+    remove_trash(directory)
     return _dir_bytes(final)
-
-
-def _remove_older(directory: Path, keep: Path) -> None:
-    for old in directory.glob(f"{_PREFIX}*"):
-        if old != keep:
-            shutil.rmtree(old)
-    for tmp in directory.glob(f".{_PREFIX}*.tmp"):
-        shutil.rmtree(tmp)
 
 
 def _set_aside_older(directory: Path, keep: Path) -> None:
@@ -130,7 +123,7 @@ def _set_aside_older(directory: Path, keep: Path) -> None:
 
 
 def remove_trash(directory: Path) -> None:
-    """Delete what ``load_latest`` set aside."""
+    """Delete the snapshots set aside (older ones, half-written ones)."""
     for trash in directory.glob(".trash-*"):
         shutil.rmtree(trash, ignore_errors=True)
 
