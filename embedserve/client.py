@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,7 @@ class _Api:
         self.collections = pb_grpc.CollectionServiceStub(channel)
         self.index = pb_grpc.IndexServiceStub(channel)
         self.searcher = pb_grpc.SearchServiceStub(channel)
+        self.labels = pb_grpc.LabelServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 
     def _call(self, method, request, post=lambda reply: reply):
@@ -184,6 +185,8 @@ class _Api:
         nprobe: int = 0,
         ef_search: int = 0,
         include_metadata: bool = True,
+        predicted_label_filter: Sequence[str] = (),
+        min_confidence: float = 0.0,
     ):
         """Per query, its hits (best first)."""
         request = pb.SearchRequest(
@@ -193,6 +196,8 @@ class _Api:
             label_filter=list(label_filter),
             params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
             include_metadata=include_metadata,
+            predicted_label_filter=list(predicted_label_filter),
+            min_confidence=min_confidence,
         )
         return self._call(self.searcher.Search, request, lambda r: [list(q.hits) for q in r.results])
 
@@ -220,6 +225,42 @@ class _Api:
             include_neighbors=include_neighbors,
         )
         return self._call(self.searcher.Classify, request, lambda r: list(r.results))
+
+    # -- LabelService
+    def suggest_labels(
+        self, collection: str, count: int = 10, *, strategy: str = "", seed: int = 0, k: int = 0
+    ):
+        """The items to label next (a SuggestLabelsResponse: ``suggestions`` best first, and the
+        ``strategy`` that ran): auto | typical | uncertain | random."""
+        request = pb.SuggestLabelsRequest(
+            collection=collection, count=count, strategy=strategy, seed=seed, k=k
+        )
+        return self._call(self.labels.SuggestLabels, request)
+
+    def set_labels(
+        self, collection: str, assignments: Mapping[str, str | None] | Iterable[tuple[str, str | None]]
+    ):
+        """Label stored items by id ({id: label}, or (id, label) pairs); None or "" clears a label.
+        Returns a SetLabelsResponse (labelled, cleared, unchanged)."""
+        pairs = assignments.items() if isinstance(assignments, Mapping) else assignments
+        request = pb.SetLabelsRequest(
+            collection=collection,
+            assignments=[pb.LabelAssignment(id=i, label=label or "") for i, label in pairs],
+        )
+        return self._call(self.labels.SetLabels, request)
+
+    def audit_labels(self, collection: str, count: int = 10, *, k: int = 0, temperature: float = 0.0):
+        """Labelled items their neighbours disagree with, least supported first (LabelFindings)."""
+        request = pb.AuditLabelsRequest(collection=collection, count=count, k=k, temperature=temperature)
+        return self._call(self.labels.AuditLabels, request, lambda r: list(r.findings))
+
+    @staticmethod
+    def _propagate_request(
+        collection: str, method: str, on_progress, options: dict
+    ) -> pb.PropagateLabelsRequest:
+        return pb.PropagateLabelsRequest(
+            collection=collection, method=method, report_progress=on_progress is not None, **options
+        )
 
 
 class Client(_Api):
@@ -262,6 +303,24 @@ class Client(_Api):
 
         return self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
 
+    def propagate_labels(
+        self,
+        collection: str,
+        method: str = "spread",
+        *,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        timeout: float | None = None,
+        **options,
+    ) -> Iterator[pb.PropagateLabelsResponse]:
+        """A prediction (id, label, confidence, margin) per unlabelled item, as the server streams
+        them. ``options``: the other PropagateLabelsRequest fields (k, temperature, write_back,
+        alpha, max_iterations). ``on_progress(stage, done, total)`` gets the job's progress. No
+        deadline by default (10^6 items take minutes)."""
+        request = self._propagate_request(collection, method, on_progress, options)
+        for reply in self.labels.PropagateLabels(request, timeout=timeout, metadata=self._metadata):
+            if _prediction(reply, on_progress):
+                yield reply
+
 
 class AsyncClient(_Api):
     """The same API on ``grpc.aio``: every method is a coroutine.
@@ -296,3 +355,27 @@ class AsyncClient(_Api):
                     yield pb.UpsertRequest(collection=collection, items=list(batch))
 
         return await self.index.UpsertStream(requests(), timeout=None, metadata=self._metadata)
+
+    async def propagate_labels(
+        self,
+        collection: str,
+        method: str = "spread",
+        *,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        timeout: float | None = None,
+        **options,
+    ) -> AsyncIterator[pb.PropagateLabelsResponse]:
+        """As Client.propagate_labels, an async iterator."""
+        request = self._propagate_request(collection, method, on_progress, options)
+        async for reply in self.labels.PropagateLabels(request, timeout=timeout, metadata=self._metadata):
+            if _prediction(reply, on_progress):
+                yield reply
+
+
+def _prediction(reply: pb.PropagateLabelsResponse, on_progress) -> bool:
+    """True for a prediction; a progress message goes to ``on_progress`` instead."""
+    if reply.id:
+        return True
+    if on_progress is not None and reply.HasField("progress"):
+        on_progress(reply.progress.stage, reply.progress.done, reply.progress.total)
+    return False

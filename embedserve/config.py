@@ -59,6 +59,12 @@ class ServerConfig:
     log_level: str = "INFO"
     insecure: bool = False  # allow a non-loopback address without bearer tokens (an open API)
     snapshot_replay_s: float = 1.0  # snapshot once replaying the log since the last one would take this long
+    label_threads: int = (
+        1  # labelling jobs (k-NN graphs, spreading) run at once, each on faiss OpenMP threads = cpus
+    )
+    label_cache_bytes: int = (
+        1 << 30
+    )  # k-NN graphs kept for labelling sessions (embedserve.labelling.labeller)
     # per-request limits (embedserve.limits); each is a setting of its own name (--max-queries, ...)
     limits: Limits = field(default_factory=Limits)
 
@@ -83,8 +89,10 @@ class ServerConfig:
         for name in threads:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        if self.infer_threads < 1:
-            raise ValueError("infer_threads must be >= 1")
+        if self.infer_threads < 1 or self.label_threads < 1:
+            raise ValueError("infer_threads and label_threads must be >= 1")
+        if self.label_cache_bytes < 0:
+            raise ValueError("label_cache_bytes must be >= 0")
         if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
             raise ValueError("ports must be in 0..65535")
         if not self.snapshot_replay_s > 0:

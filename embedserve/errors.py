@@ -51,6 +51,10 @@ class DeadlineExceeded(EmbedServeError):
     """The caller's deadline passed before the work was done."""
 
 
+class Cancelled(EmbedServeError):
+    """The caller cancelled the call (or went away) before the work was done."""
+
+
 class Unavailable(EmbedServeError):
     """The server, a model or a collection cannot take the request now (starting, closed, broken)."""
 

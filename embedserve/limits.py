@@ -42,6 +42,9 @@ class Limits:
     max_metadata_bytes: int = 16_384  # UTF-8 bytes of one item's metadata keys and values together
     max_ivf_lists: int = 65_536  # IVF list count in an index spec ("IVF<n>")
     max_hnsw_m: int = 128  # HNSW links per node in an index spec ("HNSW<M>")
+    max_label_k: int = 100  # neighbours a labelling job may ask for (graph, vote, audit)
+    max_label_iterations: int = 1000  # label spreading iterations a request may ask for
+    max_label_job_bytes: int = 4 << 30  # memory one labelling job may take (k-NN graph, distributions)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -91,6 +94,24 @@ class Limits:
                 f"{queries} queries x {support} support examples x dim {dim} is over "
                 f"max_support_work ({self.max_support_work:.0e} multiply-adds); "
                 "index the support set in a collection instead"
+            )
+
+    # --- labelling jobs ------------------------------------------------------------------------
+
+    def check_label_job(self, k: int, iterations: int, estimate: int, items: int) -> None:
+        """A labelling job: k in 1..max_label_k, iterations in 0..max_label_iterations, and its
+        estimated memory (``estimate`` bytes over ``items`` items) within max_label_job_bytes."""
+        if not _is_int(k) or not 1 <= k <= self.max_label_k:
+            raise InvalidArgument(f"k must be in 1..{self.max_label_k} (max_label_k), got {quote(k)}")
+        if not _is_int(iterations) or not 0 <= iterations <= self.max_label_iterations:
+            raise InvalidArgument(
+                f"max_iterations must be in 0..{self.max_label_iterations} (max_label_iterations), "
+                f"got {quote(iterations)}"
+            )
+        if estimate > self.max_label_job_bytes:
+            raise ResourceExhausted(
+                f"a labelling job over {items} items with k {k} needs about {estimate / 2**20:.1f} MiB, "
+                f"over max_label_job_bytes ({self.max_label_job_bytes / 2**20:.1f} MiB)"
             )
 
     # --- batches and items ---------------------------------------------------------------------

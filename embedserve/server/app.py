@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedserve.config import ServerConfig
+from embedserve.labelling.labeller import Labeller
 from embedserve.models import ModelRegistry, discover_bundles
 from embedserve.server.auth import BearerTokenInterceptor
 from embedserve.server.base import Parts
@@ -19,6 +20,7 @@ from embedserve.server.collections import CollectionService
 from embedserve.server.decoding import RequestDecoding
 from embedserve.server.embed import EmbedService
 from embedserve.server.items import IndexService
+from embedserve.server.labels import LabelService
 from embedserve.server.metrics import Metrics
 from embedserve.server.pools import Pools
 from embedserve.server.search import SearchService
@@ -90,6 +92,7 @@ class EmbedServer:
             store=self.store,
             metrics=self.metrics,
             pools=self.pools,
+            labeller=Labeller(config.label_cache_bytes),
         )
         self.health = health.aio.HealthServicer()
         self.port: int = 0
@@ -130,6 +133,7 @@ class EmbedServer:
         pb_grpc.add_CollectionServiceServicer_to_server(CollectionService(self.parts), server)
         pb_grpc.add_IndexServiceServicer_to_server(IndexService(self.parts), server)
         pb_grpc.add_SearchServiceServicer_to_server(SearchService(self.parts), server)
+        pb_grpc.add_LabelServiceServicer_to_server(LabelService(self.parts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             SERVICE_NAMES

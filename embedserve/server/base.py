@@ -14,6 +14,7 @@ import grpc
 
 from embedserve.config import ServerConfig
 from embedserve.errors import EmbedServeError, NotFound, Unavailable
+from embedserve.labelling.labeller import Labeller
 from embedserve.models import Model, ModelRegistry
 from embedserve.server.decoding import Undecodable
 from embedserve.server.metrics import Metrics
@@ -37,6 +38,7 @@ class Parts:
     store: Store
     metrics: Metrics
     pools: Pools
+    labeller: Labeller
     ready: bool = False
 
     def model(self, name: str) -> Model:

@@ -55,6 +55,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
         self, request: pb.DeleteCollectionRequest, context
     ) -> pb.DeleteCollectionResponse:
         await self.parts.pools.writing(self.parts.store.delete, request.name)
+        self.parts.labeller.forget(request.name)
         return pb.DeleteCollectionResponse()
 
     async def _info(self, collection: Collection) -> pb.CollectionInfo:
@@ -96,5 +97,6 @@ def collection_info(spec: CollectionSpec, stats: CollectionStats) -> pb.Collecti
     info.train_size = stats.train_size
     info.memory_bytes = stats.memory_bytes
     info.labelled_count = stats.labelled_count
+    info.predicted_count = stats.predicted_count
     info.gpu = stats.gpu
     return info

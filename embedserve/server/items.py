@@ -82,6 +82,9 @@ class IndexService(pb_grpc.IndexServiceServicer):
             stored = pb.StoredItem(id=item.id, metadata=item.metadata)
             if item.label is not None:
                 stored.label = item.label
+            if item.predicted_label is not None:
+                stored.predicted_label = item.predicted_label
+                stored.confidence = item.confidence
             if item.vector is not None:
                 stored.vector.CopyFrom(array_to_tensor(item.vector))
             out.append(stored)

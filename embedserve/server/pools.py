@@ -13,9 +13,14 @@
   here, and nested OpenMP teams would oversubscribe the cores. OpenMP's thread
   count is per thread, so each search and write thread sets it when it starts.
 * **write** (``write_threads``, default max(4, cores)): upserts, deletes, index
-  training and rebuilds, snapshots, creating and deleting collections, and the
-  store's start-up and shutdown. A separate pool, so writers waiting on a
-  collection's write lock or an fsync never starve searches.
+  training and rebuilds, snapshots, creating and deleting collections, SetLabels and
+  the write-back of predictions, and the store's start-up and shutdown. A separate
+  pool, so writers waiting on a collection's write lock or an fsync never starve searches.
+* **label** (``label_threads``, default 1): labelling jobs (k-NN graphs, k-means, label
+  spreading, audits), seconds to minutes each. Their own pool, so a long job never takes
+  a search or write thread; each job's FAISS calls use one OpenMP thread per core, since
+  a job is one large batched computation (searches still get their threads, at a share
+  of the cores, while it runs).
 
 Model loading at start-up runs in the infer pool before any request is served.
 """
@@ -41,6 +46,7 @@ class Pools:
     infer: ThreadPoolExecutor
     search: ThreadPoolExecutor
     write: ThreadPoolExecutor
+    label: ThreadPoolExecutor
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Pools:
@@ -55,6 +61,7 @@ class Pools:
             write=ThreadPoolExecutor(
                 config.write_threads or max(4, cpus), "write", initializer=tune_faiss, initargs=faiss
             ),
+            label=ThreadPoolExecutor(config.label_threads, "label", initializer=tune_faiss, initargs=(cpus,)),
         )
 
     async def reading(self, fn: Callable[..., T], *args: Any) -> T:
@@ -65,6 +72,10 @@ class Pools:
         """Run a blocking write (WAL fsync, training, snapshot) in the write pool."""
         return await asyncio.get_running_loop().run_in_executor(self.write, fn, *args)
 
+    async def labelling(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a labelling job (graph, spreading) in the label pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.label, fn, *args)
+
     def shutdown(self) -> None:
-        for pool in (self.decode, self.infer, self.search, self.write):
+        for pool in (self.decode, self.infer, self.search, self.write, self.label):
             pool.shutdown(wait=True)

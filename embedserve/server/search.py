@@ -20,6 +20,9 @@ def _hit(hit: Hit, include_metadata: bool = True) -> pb.Hit:
     out = pb.Hit(id=hit.id, score=hit.score)
     if hit.label is not None:
         out.label = hit.label
+    if hit.predicted_label is not None:
+        out.predicted_label = hit.predicted_label
+        out.confidence = hit.confidence
     if include_metadata:
         out.metadata.update(hit.metadata)
     return out
@@ -59,6 +62,8 @@ class SearchService(pb_grpc.SearchServiceServicer):
                 queries.vectors,
                 k,
                 labels=set(request.label_filter) or None,
+                predicted=set(request.predicted_label_filter) or None,
+                min_confidence=request.min_confidence,
                 exclude=exclude,
                 nprobe=params.nprobe,
                 ef_search=params.ef_search,

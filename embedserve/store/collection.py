@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,49 @@ from embedserve.store.gpu import GpuContext, GpuMirror
 from embedserve.store.index import VectorIndex
 from embedserve.store.rwlock import RWLock
 from embedserve.store.snapshot import load_latest, remove_trash, write_snapshot
-from embedserve.store.spec import CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
+from embedserve.store.spec import (
+    CollectionSpec,
+    CollectionStats,
+    Hit,
+    LabelResult,
+    StoredItem,
+    UpsertResult,
+)
 from embedserve.store.table import ItemTable
-from embedserve.store.validate import check_id_list, check_search, check_upsert
-from embedserve.store.wal import OP_UPSERT, WalRecord, WriteAheadLog, encode_delete, encode_upsert, read_log
+from embedserve.store.validate import check_id_list, check_label_assignments, check_search, check_upsert
+from embedserve.store.wal import (
+    OP_DELETE,
+    OP_LABEL,
+    OP_PREDICT,
+    OP_UPSERT,
+    WalRecord,
+    WriteAheadLog,
+    encode_delete,
+    encode_labels,
+    encode_predictions,
+    encode_upsert,
+    read_log,
+)
 
 log = logging.getLogger("embedserve.store")
 
 WAL_NAME = "wal.log"
 REBUILD_DEAD_FRACTION = 0.2  # rebuild the index from live rows once this share of its rows are tombstones
+
+
+@dataclass(frozen=True)
+class LabellingView:
+    """A collection's live items at one moment, for a labelling job (``embedserve.labelling``):
+    ``ids`` [m], ``vectors`` float32 [m, dim] (as stored: L2-normalised for cosine), ``label_codes``
+    int32 [m] into ``label_names`` (-1 = no label), and the collection's ``vectors_version``
+    then. The arrays are the job's own or views of rows no write changes, so the job runs
+    without the collection's locks and never holds up its searches or writes."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    label_codes: np.ndarray
+    label_names: list[str]
+    version: int
 
 
 class Collection:
@@ -79,6 +114,9 @@ class Collection:
         self._closed: tuple[type[EmbedServeError], str] | None = None
         self._broken: str | None = None
         self._loading = True
+        # counts writes that change which vectors are live (upserts, deletes): a labelling job's
+        # k-NN graph stays valid while this does not move (labels do not change it)
+        self.vectors_version = 0
 
         self._index = VectorIndex(spec, limits)
         wal_path = directory / WAL_NAME
@@ -157,9 +195,87 @@ class Collection:
                 with self._failing_apply():
                     with self._rw.write():
                         self._table.remove(rows)
+                        self.vectors_version += 1
                     self._maintain()
         self._commit(ticket)
         return len(rows)
+
+    def set_labels(self, ids: list[str], labels: list[str | None]) -> LabelResult:
+        """Set (or, with None or "", clear) a person's label of stored items, without their content.
+        All or nothing: NotFound names the first unknown id; durable on return."""
+        ids, labels = check_label_assignments(ids, labels, self.limits)
+        with self._write_mutex:
+            self._check_writable()
+            table = self._table
+            rows = table.rows(ids, self.spec.name, noun="assignment")
+            old = [table.label(r) for r in rows]
+            changed = [i for i, (a, b) in enumerate(zip(old, labels, strict=True)) if a != b]
+            result = LabelResult(
+                labelled=sum(labels[i] is not None for i in changed),
+                cleared=sum(labels[i] is None for i in changed),
+                unchanged=len(ids) - len(changed),
+            )
+            if not changed:
+                return result
+            ids, labels, rows = (
+                [ids[i] for i in changed],
+                [labels[i] for i in changed],
+                [rows[i] for i in changed],
+            )
+            with self._replay_cost():
+                ticket = self._wal.append(encode_labels(self._seq + 1, ids, labels))
+                self._seq += 1
+                with self._failing_apply():
+                    with self._rw.write():
+                        table.set_labels(rows, labels)
+        self._commit(ticket)
+        return result
+
+    def set_predictions(
+        self, ids: list[str], labels: list[str], confidence: np.ndarray, *, replace: bool = True
+    ) -> int:
+        """Write predicted labels and their confidences (float32 [len(ids)]) back, beside the items'
+        own labels, which they never change; ``replace``: clear every other item's prediction.
+        Ids no longer stored (deleted while the prediction ran) are skipped. Durable on return;
+        returns how many items got a prediction."""
+        ids = check_id_list(ids)
+        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
+        if not (len(ids) == len(labels) == len(confidence)):
+            raise ValueError("ids, labels and confidence must have the same length")
+        with self._write_mutex:
+            self._check_writable()
+            row_of = self._table.row_of
+            keep = [i for i, x in enumerate(ids) if x in row_of]
+            if len(keep) < len(ids):
+                ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
+                confidence = confidence[keep]
+            rows = [row_of[x] for x in ids]
+            with self._replay_cost():
+                ticket = self._wal.append(encode_predictions(self._seq + 1, ids, labels, confidence, replace))
+                self._seq += 1
+                with self._failing_apply():
+                    with self._rw.write():
+                        self._table.set_predictions(rows, labels, confidence, replace=replace)
+        self._commit(ticket)
+        return len(ids)
+
+    def labelling_view(self) -> LabellingView:
+        """The live items' ids, vectors and labels at this moment, for a labelling job that runs
+        without the collection's locks (see LabellingView)."""
+        with self._rw.read():
+            self._check_open()
+            table = self._table
+            live = np.flatnonzero(table.live)
+            # rows are only ever appended, never changed in place, so a view of the rows so far
+            # stays as it is whatever writes come next; only dead rows force a copy
+            vectors = table.vectors if len(live) == table.n_rows else table.vectors[live]
+            return LabellingView(
+                ids=[table.ids[r] for r in live],  # type: ignore[misc]
+                vectors=vectors,
+                label_codes=table.label_codes[live],
+                label_names=list(table.label_names),
+                version=self.vectors_version,
+            )
 
     def snapshot(self) -> None:
         """Write a snapshot of everything so far and empty the log."""
@@ -210,10 +326,11 @@ class Collection:
             vectors = table.vectors[rows] if include_vector else None
             return [
                 StoredItem(
-                    id=item_id,
-                    label=table.label(row),
-                    metadata=dict(table.metadata[row] or {}),
-                    vector=vectors[i] if vectors is not None else None,
+                    item_id,
+                    table.label(row),
+                    dict(table.metadata[row] or {}),
+                    vectors[i] if vectors is not None else None,
+                    *table.predicted(row),
                 )
                 for i, (item_id, row) in enumerate(zip(ids, rows, strict=True))
             ]
@@ -232,6 +349,8 @@ class Collection:
         *,
         labels: set[str] | None = None,
         labelled_only: bool = False,
+        predicted: set[str] | None = None,
+        min_confidence: float = 0.0,
         exclude: list[str | None] | None = None,
         nprobe: int = 0,
         ef_search: int = 0,
@@ -239,7 +358,8 @@ class Collection:
         """Top-k hits per query (float32 [Q, dim]), best first; fewer than k only if fewer items qualify.
 
         ``labels``: only items with one of these labels; ``labelled_only``: only items
-        with a label; ``exclude[i]``: an id to leave out of query i's hits. How the
+        with a label; ``predicted``: only items whose predicted label is one of these (with at
+        least ``min_confidence``); ``exclude[i]``: an id to leave out of query i's hits. How the
         filters run and why exactly k come back: embedserve.store.search.
         """
         x, label_set, exclude = check_search(
@@ -250,7 +370,9 @@ class Collection:
         with self._rw.read():
             self._check_open()
             table = self._table
-            mask, filtered = table.filter_mask(label_set, labelled_only)
+            mask, filtered = table.filter_mask(
+                label_set, labelled_only, set(predicted) if predicted is not None else None, min_confidence
+            )
             return search_rules.search(
                 self._index,
                 self._gpu,
@@ -264,11 +386,16 @@ class Collection:
                 ef_search=ef_search,
             )
 
+    @property
+    def size(self) -> int:
+        """Live items now (no lock: an int read, as fresh as a search would see)."""
+        return self._table.n_live
+
     def max_item_bytes(self, *, metadata: bool) -> int:
         """An upper bound on the UTF-8 bytes of one stored item's id and label (and metadata): what a
         reply may carry per hit, known before a search runs."""
         table = self._table
-        size = MAX_ID_BYTES + table.max_label_bytes
+        size = MAX_ID_BYTES + 2 * table.max_label_bytes + 8  # its label, predicted label, confidence
         if metadata:
             size += table.max_metadata_bytes + 4 * self.limits.max_metadata_entries  # + map framing
         return size
@@ -279,6 +406,7 @@ class Collection:
             return CollectionStats(
                 count=table.n_live,
                 labelled_count=table.labelled_count(),
+                predicted_count=table.predicted_count(),
                 trained=index.trained,
                 train_size=index.train_size,
                 memory_bytes=table.nbytes + index.memory_bytes(),
@@ -297,6 +425,7 @@ class Collection:
     ) -> UpsertResult:
         with self._rw.write():
             inserted, replaced = self._table.append(ids, x, labels, metadata, metadata_bytes)
+            self.vectors_version += 1
             self._index.add(x)
             if self._gpu is not None:
                 self._gpu.add(x)
@@ -305,12 +434,16 @@ class Collection:
     def _replay(self, record: WalRecord) -> None:
         """Apply one logged write to the table (the index takes the new rows once replay ends); no
         index maintenance (see "Restart cost" above)."""
+        table = self._table
         if record.op == OP_UPSERT:
-            self._table.append(record.ids, record.vectors, record.labels, record.metadata)  # type: ignore[arg-type]
-        else:
-            self._table.remove(
-                list(dict.fromkeys(self._table.rows(record.ids, self.spec.name, allow_missing=True)))
-            )
+            table.append(record.ids, record.vectors, record.labels, record.metadata)  # type: ignore[arg-type]
+        elif record.op == OP_DELETE:
+            table.remove(list(dict.fromkeys(table.rows(record.ids, self.spec.name, allow_missing=True))))
+        elif record.op == OP_LABEL:
+            table.set_labels(table.rows(record.ids, self.spec.name), record.labels)  # type: ignore[arg-type]
+        elif record.op == OP_PREDICT:
+            rows = table.rows(record.ids, self.spec.name)
+            table.set_predictions(rows, record.labels, record.vectors[:, 0], replace=record.replace)  # type: ignore[arg-type,index]
 
     def _maintain(self) -> None:
         """Train the index once due, or rebuild it from live rows once tombstones pass the threshold.

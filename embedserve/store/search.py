@@ -195,7 +195,10 @@ def hits(
             item_id = table.ids[row]
             if item_id is None or item_id == skip:
                 continue
-            found.append(Hit(item_id, score, table.label(row), dict(table.metadata[row] or {})))
+            predicted, confidence = table.predicted(row)
+            found.append(
+                Hit(item_id, score, table.label(row), dict(table.metadata[row] or {}), predicted, confidence)
+            )
             if len(found) == k:
                 break
         out.append(found)

@@ -2,16 +2,18 @@
 
 Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
 
-    manifest.json   {"version": 2, "seq", "rows", "dim", "trained", "index": bool,
+    manifest.json   {"version": 3, "seq", "rows", "dim", "trained", "index": bool,
                      "max_metadata_bytes"}   written last
     vectors.npy     float32 [rows, dim]   every row, dead ones included (row r = FAISS id r)
     live.npy        bool [rows]
     labels.npy      int32 [rows]          label code, -1 = none
+    predicted.npy   int32 [rows]          predicted label code, -1 = none (version 3)
+    confidence.npy  float32 [rows]        confidence of the predicted label (version 3)
     ids.txt         UTF-8, line r = the id of row r, an empty line for a dead row; absent when
                     some id holds a line break (then items.json has "ids": [str|null])
     items.json      {"label_names": [str], "metadata_rows": [int], "metadata": [obj]}: the
                     metadata of the rows that have any (version 1: "ids", and "metadata"
-                    for every row, [obj|null])
+                    for every row, [obj|null]); label_names serve both label columns
     index.faiss     faiss.write_index of the CPU index; absent for a plain IndexFlat, which
                     holds no vectors (it searches the table's: embedserve.store.index)
 
@@ -40,8 +42,8 @@ from embedserve.store.fsio import fsync_dir, fsync_file
 from embedserve.store.index import is_plain_flat
 from embedserve.store.table import ItemTable
 
-SNAPSHOT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SNAPSHOT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1 and 2 hold no predictions
 _PREFIX = "snap-"
 
 
@@ -83,6 +85,8 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     _save(tmp / "vectors.npy", table.vectors)
     _save(tmp / "live.npy", table.live)
     _save(tmp / "labels.npy", table.label_codes)
+    _save(tmp / "predicted.npy", table.predicted_codes)
+    _save(tmp / "confidence.npy", table.confidence)
     # ids one per line: splitting a text is several times faster to load than a JSON list
     ids_text = "\n".join(x or "" for x in table.ids)
     items: dict = {"label_names": table.label_names}
@@ -163,6 +167,15 @@ def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
     return metadata
 
 
+def _predictions(path: Path, version: int) -> dict[str, np.ndarray]:
+    if version < 3:
+        return {}
+    return {
+        "predicted": np.load(path / "predicted.npy", allow_pickle=False),
+        "confidence": np.load(path / "confidence.npy", allow_pickle=False),
+    }
+
+
 def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | None:
     """The newest complete snapshot in ``directory``, or None; older and half-written ones are set
     aside for ``remove_trash``. ``spare_rows``: room to leave after the vectors for appends."""
@@ -197,6 +210,7 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         metadata=_metadata(items, manifest["rows"]),
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
+        **_predictions(path, manifest["version"]),
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")

@@ -39,6 +39,8 @@ class Hit:
     score: float
     label: str | None
     metadata: dict[str, str]
+    predicted_label: str | None = None  # written back by label propagation
+    confidence: float = 0.0  # of predicted_label
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class StoredItem:
     label: str | None
     metadata: dict[str, str]
     vector: np.ndarray | None
+    predicted_label: str | None = None
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """What a SetLabels did: items given a label (or a new one), labels cleared, items unchanged."""
+
+    labelled: int
+    cleared: int
+    unchanged: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ class UpsertResult:
 class CollectionStats:
     count: int
     labelled_count: int
+    predicted_count: int
     trained: bool
     train_size: int
     memory_bytes: int

@@ -5,6 +5,10 @@ appended; a delete or a replace marks the old row dead (a tombstone) and
 searches leave dead rows out with an IDSelector. ``compacted`` drops dead rows
 when the index is rebuilt.
 
+Each row has two label columns: ``label`` (a person's, set by upsert or SetLabels) and
+``predicted`` with its ``confidence`` (written back by label propagation; it never touches
+``label``). Both hold codes into one list of label names.
+
 The id -> row map of a table loaded from a snapshot is built on first use (a
 million ids take most of a second to hash into a dict, and searches never need
 it). Replaying a log needs the rows of the ids it touches only: ``replaying``
@@ -34,6 +38,8 @@ class ItemTable:
         self._vectors = np.empty((0, dim), dtype=np.float32)
         self._live = np.empty(0, dtype=bool)
         self._codes = np.empty(0, dtype=np.int32)  # label code per row, -1 = no label
+        self._predicted = np.empty(0, dtype=np.int32)  # predicted label code per row, -1 = none
+        self._confidence = np.empty(0, dtype=np.float32)  # of the predicted label, 0 where none
         self.ids: list[str | None] = []  # None for dead rows
         self.metadata: list[dict[str, str] | None] = []
         self._row_of: dict[str, int] | None = {}  # None: not built yet (see the module docstring)
@@ -64,19 +70,43 @@ class ItemTable:
         return self._codes[: self.n_rows]
 
     @property
+    def predicted_codes(self) -> np.ndarray:
+        """int32 [n_rows], -1 where the item has no predicted label."""
+        return self._predicted[: self.n_rows]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """float32 [n_rows]: confidence of the predicted label (0 where none)."""
+        return self._confidence[: self.n_rows]
+
+    @property
     def n_dead(self) -> int:
         return self.n_rows - self.n_live
 
     @property
     def nbytes(self) -> int:
-        return self._vectors.nbytes + self._live.nbytes + self._codes.nbytes
+        return (
+            self._vectors.nbytes
+            + self._live.nbytes
+            + self._codes.nbytes
+            + self._predicted.nbytes
+            + self._confidence.nbytes
+        )
 
     def label(self, row: int) -> str | None:
         code = int(self._codes[row])
         return self.label_names[code] if code >= 0 else None
 
+    def predicted(self, row: int) -> tuple[str | None, float]:
+        """(predicted label or None, its confidence)."""
+        code = int(self._predicted[row])
+        return (self.label_names[code], float(self._confidence[row])) if code >= 0 else (None, 0.0)
+
     def labelled_count(self) -> int:
         return int(np.count_nonzero(self.live & (self.label_codes >= 0)))
+
+    def predicted_count(self) -> int:
+        return int(np.count_nonzero(self.live & (self.predicted_codes >= 0)))
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -108,7 +138,9 @@ class ItemTable:
     def replayed(self) -> None:
         self._partial = None
 
-    def rows(self, ids: list[str], collection: str, *, allow_missing: bool = False) -> list[int]:
+    def rows(
+        self, ids: list[str], collection: str, *, allow_missing: bool = False, noun: str = "item"
+    ) -> list[int]:
         """Rows of ``ids`` in order; NotFound names the first unknown one (skipped if allow_missing)."""
         out = []
         for i, item_id in enumerate(ids):
@@ -116,24 +148,42 @@ class ItemTable:
             if row is None:
                 if allow_missing:
                     continue
-                raise item_error(NotFound, i, f"id {quote(item_id)} not found in collection '{collection}'")
+                raise item_error(
+                    NotFound, i, f"id {quote(item_id)} not found in collection '{collection}'", noun=noun
+                )
             out.append(row)
         return out
 
-    def filter_mask(self, labels: set[str] | None, labelled_only: bool) -> tuple[np.ndarray | None, bool]:
+    def filter_mask(
+        self,
+        labels: set[str] | None,
+        labelled_only: bool,
+        predicted: set[str] | None = None,
+        min_confidence: float = 0.0,
+    ) -> tuple[np.ndarray | None, bool]:
         """(bool [n_rows] of rows a search may return or None when every row may, whether the mask
-        hides live rows). A label filter that every live row passes (labelled_only on a fully
-        labelled collection) hides only tombstones: it is no filter, and searches take the
-        unfiltered path (no IDSelector, which would cost FAISS its batched BLAS path)."""
+        hides live rows). ``labels``: rows whose label is one of these; ``labelled_only``: rows
+        with a label; ``predicted``: rows whose predicted label is one of these with at least
+        ``min_confidence``; the conditions given must all hold. A filter that every live row
+        passes (labelled_only on a fully labelled collection) hides only tombstones: it is no
+        filter, and searches take the unfiltered path (no IDSelector, which would cost FAISS its
+        batched BLAS path)."""
         mask = None
         if labels is not None:
-            codes = [self._code_of[x] for x in labels if x in self._code_of]
-            mask = self.live & np.isin(self.label_codes, np.asarray(codes, dtype=np.int32))
+            mask = self.live & np.isin(self.label_codes, self._codes_of(labels))
         elif labelled_only:
             mask = self.live & (self.label_codes >= 0)
+        if predicted is not None:
+            passes = np.isin(self.predicted_codes, self._codes_of(predicted))
+            if min_confidence > 0:
+                passes &= self.confidence >= min_confidence
+            mask = (self.live if mask is None else mask) & passes
         if mask is not None and np.count_nonzero(mask) < self.n_live:
             return mask, True
         return (self.live if self.n_dead else None), False
+
+    def _codes_of(self, labels: set[str]) -> np.ndarray:
+        return np.asarray([self._code_of[x] for x in labels if x in self._code_of], dtype=np.int32)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -156,6 +206,8 @@ class ItemTable:
         self._vectors[start:end] = vectors
         self._live[start:end] = True
         self._codes[start:end] = [-1 if x is None else self._code(x) for x in labels]
+        self._predicted[start:end] = -1
+        self._confidence[start:end] = 0.0
         self.ids.extend(ids)
         self.metadata.extend(metadata)  # the caller hands over dicts nobody else holds
         self.row_of.update(zip(ids, range(start, end), strict=True))
@@ -177,6 +229,22 @@ class ItemTable:
         self._live[np.asarray(rows, dtype=np.int64)] = False
         self.n_live -= len(rows)
 
+    def set_labels(self, rows: list[int], labels: list[str | None]) -> None:
+        """A person's label of live ``rows`` (None clears it); their predictions stay."""
+        self._codes[np.asarray(rows, dtype=np.int64)] = [-1 if x is None else self._code(x) for x in labels]
+
+    def set_predictions(
+        self, rows: list[int], labels: list[str], confidence: np.ndarray, *, replace: bool
+    ) -> None:
+        """Predicted labels and confidences (float32 [len(rows)]) of live ``rows``; ``replace``: every
+        other row's prediction is cleared (a propagation run predicts the whole collection)."""
+        if replace:
+            self._predicted[: self.n_rows] = -1
+            self._confidence[: self.n_rows] = 0.0
+        index = np.asarray(rows, dtype=np.int64)
+        self._predicted[index] = [self._code(x) for x in labels]
+        self._confidence[index] = confidence
+
     def compacted(self) -> ItemTable:
         """A new table with the live rows only, in the same order (this one is left untouched)."""
         keep = np.flatnonzero(self.live)
@@ -184,6 +252,8 @@ class ItemTable:
         out._vectors = self.vectors[keep]  # fancy indexing copies
         out._live = np.ones(len(keep), dtype=bool)
         out._codes = self.label_codes[keep]
+        out._predicted = self.predicted_codes[keep]
+        out._confidence = self.confidence[keep]
         out.ids = [self.ids[r] for r in keep]
         out.metadata = [self.metadata[r] for r in keep]
         out._row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
@@ -204,10 +274,13 @@ class ItemTable:
         label_names: list[str],
         max_metadata_bytes: int | None = None,
         buffer: np.ndarray | None = None,
+        predicted: np.ndarray | None = None,
+        confidence: np.ndarray | None = None,
     ) -> ItemTable:
         """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
         metadata is measured if the snapshot did not record it. ``buffer``: float32 [capacity, dim]
-        whose first rows are ``vectors``, kept as the table's storage (room for appends)."""
+        whose first rows are ``vectors``, kept as the table's storage (room for appends).
+        ``predicted``/``confidence``: the prediction columns (None: no predictions)."""
         out = cls(vectors.shape[1])
         n = len(vectors)
         if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
@@ -219,6 +292,13 @@ class ItemTable:
         out._live[:n] = live
         out._codes = np.full(len(buffer), -1, dtype=np.int32)
         out._codes[:n] = codes
+        out._predicted = np.full(len(buffer), -1, dtype=np.int32)
+        out._confidence = np.zeros(len(buffer), dtype=np.float32)
+        if predicted is not None and confidence is not None:
+            if not (len(predicted) == len(confidence) == n):
+                raise ValueError("snapshot columns have different lengths")
+            out._predicted[:n] = predicted
+            out._confidence[:n] = confidence
         out.ids, out.metadata = ids, metadata
         out._row_of = None  # built on first use
         out.label_names = label_names
@@ -252,7 +332,12 @@ class ItemTable:
         live[: self.n_rows] = self.live
         codes = np.full(new_cap, -1, dtype=np.int32)
         codes[: self.n_rows] = self.label_codes
+        predicted = np.full(new_cap, -1, dtype=np.int32)
+        predicted[: self.n_rows] = self.predicted_codes
+        confidence = np.zeros(new_cap, dtype=np.float32)
+        confidence[: self.n_rows] = self.confidence
         self._vectors, self._live, self._codes = vectors, live, codes
+        self._predicted, self._confidence = predicted, confidence
 
 
 def id_rows(ids: list[str | None]) -> dict[str, int]:

@@ -118,6 +118,36 @@ def check_upsert(
     return ids, x, [label or None for label in labels], clean_meta, meta_bytes
 
 
+def check_label_assignments(
+    ids: object, labels: object, limits: Limits
+) -> tuple[list[str], list[str | None]]:
+    """SetLabels input: ids (each once) and one label per id, "" or None clearing it."""
+    ids = check_id_list(ids)
+    if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) != len(ids):
+        raise InvalidArgument(f"labels must be a list with one string or None per id ({len(ids)})")
+    limits.check_batch(len(ids), "assignments")
+    first: dict[str, int] = {}
+    for i, (item_id, label) in enumerate(zip(ids, labels, strict=True)):
+        if item_id in first:
+            raise item_error(
+                InvalidArgument,
+                i,
+                f"id {quote(item_id)} also appears at assignment {first[item_id]}",
+                noun="assignment",
+            )
+        first[item_id] = i
+        if label is not None and not isinstance(label, str):
+            raise item_error(
+                InvalidArgument,
+                i,
+                f"label must be a string or None, not {type(label).__name__}",
+                noun="assignment",
+            )
+        if label:
+            limits.check_label(label, i, noun="assignment")
+    return ids, [label or None for label in labels]
+
+
 def check_search(
     spec: CollectionSpec,
     queries: object,

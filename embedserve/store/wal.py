@@ -4,9 +4,15 @@ Record layout (all integers little-endian)::
 
     header   12 bytes  b"ESW" + u8 format version (1) | u32 payload length | u32 crc32(payload)
     payload
-      head   24 bytes  u64 seq | u8 op (1 upsert, 2 delete) | 3 pad | u32 count | u32 dim | u32 json length
-      json             UTF-8 (ASCII) JSON: upsert {"ids", "labels", "metadata"}; delete {"ids"}
-      vectors          upsert only: float32 [count, dim], C order (dim is 0 for a delete)
+      head   24 bytes  u64 seq | u8 op | 3 pad | u32 count | u32 dim | u32 json length
+      json             UTF-8 (ASCII) JSON, by op:
+                         1 upsert   {"ids", "labels", "metadata"}
+                         2 delete   {"ids"}
+                         3 label    {"ids", "labels"}: a person's labels (null clears one)
+                         4 predict  {"ids", "labels", "replace"}: predicted labels; replace = clear
+                                    every other item's prediction first
+      floats           float32 [count, dim], C order: upsert the vectors, predict the confidences
+                       (dim 1); absent (dim 0) for delete and label
 
 ``seq`` increases by one per record; a snapshot records the last seq it contains,
 so replay skips records the snapshot already holds. A record that is cut short or
@@ -38,6 +44,8 @@ MAGIC = b"ESW"
 VERSION = 1
 OP_UPSERT = 1
 OP_DELETE = 2
+OP_LABEL = 3
+OP_PREDICT = 4
 _HEADER = struct.Struct("<4sII")
 _HEAD = struct.Struct("<QB3xIII")
 _MAX_PAYLOAD = (1 << 32) - 1
@@ -45,7 +53,8 @@ _MAX_PAYLOAD = (1 << 32) - 1
 
 @dataclass(frozen=True)
 class WalRecord:
-    """One decoded record; ``vectors`` is float32 [count, dim] for upserts, None for deletes."""
+    """One decoded record; ``vectors`` is float32 [count, dim] for upserts, [count, 1] (the
+    confidences) for predictions, None otherwise."""
 
     seq: int
     op: int
@@ -53,6 +62,7 @@ class WalRecord:
     vectors: np.ndarray | None = None
     labels: list[str | None] | None = None
     metadata: list[dict[str, str]] | None = None
+    replace: bool = False
 
 
 def encode_upsert(
@@ -66,6 +76,18 @@ def encode_upsert(
 
 def encode_delete(seq: int, ids: list[str]) -> list[bytes | memoryview]:
     return _frame(seq, OP_DELETE, len(ids), 0, {"ids": ids}, None)
+
+
+def encode_labels(seq: int, ids: list[str], labels: list[str | None]) -> list[bytes | memoryview]:
+    return _frame(seq, OP_LABEL, len(ids), 0, {"ids": ids, "labels": labels}, None)
+
+
+def encode_predictions(
+    seq: int, ids: list[str], labels: list[str], confidence: np.ndarray, replace: bool
+) -> list[bytes | memoryview]:
+    """``confidence`` float32 [len(ids)]."""
+    conf = memoryview(np.ascontiguousarray(confidence, dtype="<f4")).cast("B")  # type: ignore[arg-type]
+    return _frame(seq, OP_PREDICT, len(ids), 1, {"ids": ids, "labels": labels, "replace": replace}, conf)
 
 
 def _frame(
@@ -92,10 +114,15 @@ def _decode(payload: bytes, where: str) -> WalRecord:
     doc = json.loads(payload[_HEAD.size : _HEAD.size + text_len])
     if op == OP_DELETE:
         return WalRecord(seq, op, doc["ids"])
-    if op != OP_UPSERT:
+    if op == OP_LABEL:
+        return WalRecord(seq, op, doc["ids"], labels=doc["labels"])
+    if op not in (OP_UPSERT, OP_PREDICT):
         raise FailedPrecondition(f"{where}: record {seq} has unknown op {op}")
-    vectors = np.frombuffer(payload, dtype="<f4", count=count * dim, offset=_HEAD.size + text_len)
-    return WalRecord(seq, op, doc["ids"], vectors.reshape(count, dim), doc["labels"], doc["metadata"])
+    floats = np.frombuffer(payload, dtype="<f4", count=count * dim, offset=_HEAD.size + text_len)
+    floats = floats.reshape(count, dim)
+    if op == OP_PREDICT:
+        return WalRecord(seq, op, doc["ids"], floats, doc["labels"], replace=bool(doc["replace"]))
+    return WalRecord(seq, op, doc["ids"], floats, doc["labels"], doc["metadata"])
 
 
 def read_log(path: Path) -> Iterator[WalRecord]:

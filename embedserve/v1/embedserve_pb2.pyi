@@ -107,7 +107,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., train_size: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu", "error")
+    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu", "predicted_count", "error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class CollectionInfo(_message.Message):
     LABELLED_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
@@ -133,8 +134,9 @@ class CollectionInfo(_message.Message):
     labelled_count: int
     created_at: float
     gpu: bool
+    predicted_count: int
     error: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ..., predicted_count: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ()
@@ -236,7 +238,7 @@ class GetRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., include_vector: _Optional[bool] = ...) -> None: ...
 
 class StoredItem(_message.Message):
-    __slots__ = ("id", "label", "metadata", "vector")
+    __slots__ = ("id", "label", "metadata", "vector", "predicted_label", "confidence")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -248,11 +250,15 @@ class StoredItem(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     label: str
     metadata: _containers.ScalarMap[str, str]
     vector: Tensor
-    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    predicted_label: str
+    confidence: float
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("items",)
@@ -281,23 +287,27 @@ class SearchParams(_message.Message):
     def __init__(self, nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata")
+    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata", "predicted_label_filter", "min_confidence")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
     label_filter: _containers.RepeatedScalarFieldContainer[str]
     params: SearchParams
     include_metadata: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
+    predicted_label_filter: _containers.RepeatedScalarFieldContainer[str]
+    min_confidence: float
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., predicted_label_filter: _Optional[_Iterable[str]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "label", "metadata")
+    __slots__ = ("id", "score", "label", "metadata", "predicted_label", "confidence")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -309,11 +319,15 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     label: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    predicted_label: str
+    confidence: float
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., predicted_label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("hits",)
@@ -388,3 +402,135 @@ class ClassifyResponse(_message.Message):
     truncated: _containers.RepeatedScalarFieldContainer[int]
     truncated_support: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., truncated_support: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SuggestLabelsRequest(_message.Message):
+    __slots__ = ("collection", "count", "strategy", "seed", "k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    count: int
+    strategy: str
+    seed: int
+    k: int
+    def __init__(self, collection: _Optional[str] = ..., count: _Optional[int] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+
+class LabelSuggestion(_message.Message):
+    __slots__ = ("id", "score", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SuggestLabelsResponse(_message.Message):
+    __slots__ = ("suggestions", "strategy")
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    suggestions: _containers.RepeatedCompositeFieldContainer[LabelSuggestion]
+    strategy: str
+    def __init__(self, suggestions: _Optional[_Iterable[_Union[LabelSuggestion, _Mapping]]] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class LabelAssignment(_message.Message):
+    __slots__ = ("id", "label")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class SetLabelsRequest(_message.Message):
+    __slots__ = ("collection", "assignments")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    assignments: _containers.RepeatedCompositeFieldContainer[LabelAssignment]
+    def __init__(self, collection: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[LabelAssignment, _Mapping]]] = ...) -> None: ...
+
+class SetLabelsResponse(_message.Message):
+    __slots__ = ("labelled", "cleared", "unchanged")
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    labelled: int
+    cleared: int
+    unchanged: int
+    def __init__(self, labelled: _Optional[int] = ..., cleared: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
+
+class PropagateLabelsRequest(_message.Message):
+    __slots__ = ("collection", "method", "k", "temperature", "write_back", "alpha", "max_iterations", "report_progress")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BACK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    method: str
+    k: int
+    temperature: float
+    write_back: bool
+    alpha: float
+    max_iterations: int
+    report_progress: bool
+    def __init__(self, collection: _Optional[str] = ..., method: _Optional[str] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ..., write_back: _Optional[bool] = ..., alpha: _Optional[float] = ..., max_iterations: _Optional[int] = ..., report_progress: _Optional[bool] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("stage", "done", "total")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    done: int
+    total: int
+    def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class PropagateLabelsResponse(_message.Message):
+    __slots__ = ("id", "label", "confidence", "margin", "progress")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    confidence: float
+    margin: float
+    progress: JobProgress
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., margin: _Optional[float] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
+
+class AuditLabelsRequest(_message.Message):
+    __slots__ = ("collection", "count", "k", "temperature")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    count: int
+    k: int
+    temperature: float
+    def __init__(self, collection: _Optional[str] = ..., count: _Optional[int] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
+
+class LabelFinding(_message.Message):
+    __slots__ = ("id", "label", "suggested_label", "score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    suggested_label: str
+    score: float
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., suggested_label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class AuditLabelsResponse(_message.Message):
+    __slots__ = ("findings",)
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    findings: _containers.RepeatedCompositeFieldContainer[LabelFinding]
+    def __init__(self, findings: _Optional[_Iterable[_Union[LabelFinding, _Mapping]]] = ...) -> None: ...

@@ -658,3 +658,204 @@ class SearchService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LabelServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SuggestLabels = channel.unary_unary(
+                '/embedserve.v1.LabelService/SuggestLabels',
+                request_serializer=embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsRequest.SerializeToString,
+                response_deserializer=embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsResponse.FromString,
+                _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/embedserve.v1.LabelService/SetLabels',
+                request_serializer=embedserve_dot_v1_dot_embedserve__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=embedserve_dot_v1_dot_embedserve__pb2.SetLabelsResponse.FromString,
+                _registered_method=True)
+        self.PropagateLabels = channel.unary_stream(
+                '/embedserve.v1.LabelService/PropagateLabels',
+                request_serializer=embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsRequest.SerializeToString,
+                response_deserializer=embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsResponse.FromString,
+                _registered_method=True)
+        self.AuditLabels = channel.unary_unary(
+                '/embedserve.v1.LabelService/AuditLabels',
+                request_serializer=embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsRequest.SerializeToString,
+                response_deserializer=embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsResponse.FromString,
+                _registered_method=True)
+
+
+class LabelServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SuggestLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PropagateLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LabelServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SuggestLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestLabels,
+                    request_deserializer=embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsRequest.FromString,
+                    response_serializer=embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsResponse.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=embedserve_dot_v1_dot_embedserve__pb2.SetLabelsRequest.FromString,
+                    response_serializer=embedserve_dot_v1_dot_embedserve__pb2.SetLabelsResponse.SerializeToString,
+            ),
+            'PropagateLabels': grpc.unary_stream_rpc_method_handler(
+                    servicer.PropagateLabels,
+                    request_deserializer=embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsRequest.FromString,
+                    response_serializer=embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsResponse.SerializeToString,
+            ),
+            'AuditLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditLabels,
+                    request_deserializer=embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsRequest.FromString,
+                    response_serializer=embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'embedserve.v1.LabelService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('embedserve.v1.LabelService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LabelService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SuggestLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedserve.v1.LabelService/SuggestLabels',
+            embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsRequest.SerializeToString,
+            embedserve_dot_v1_dot_embedserve__pb2.SuggestLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedserve.v1.LabelService/SetLabels',
+            embedserve_dot_v1_dot_embedserve__pb2.SetLabelsRequest.SerializeToString,
+            embedserve_dot_v1_dot_embedserve__pb2.SetLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PropagateLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/embedserve.v1.LabelService/PropagateLabels',
+            embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsRequest.SerializeToString,
+            embedserve_dot_v1_dot_embedserve__pb2.PropagateLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedserve.v1.LabelService/AuditLabels',
+            embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsRequest.SerializeToString,
+            embedserve_dot_v1_dot_embedserve__pb2.AuditLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

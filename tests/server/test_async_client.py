@@ -33,3 +33,24 @@ def test_async_client_session(server):
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     asyncio.run(session())
+
+
+def test_async_labelling_calls(server):
+    async def session():
+        async with AsyncClient(server.target) as c:
+            await c.create_collection("async-labels")
+            rng = np.random.default_rng(0)
+            await c.upsert("async-labels", [item(f"v{i}", vector=rng.standard_normal(16)) for i in range(40)])
+            picked = (await c.suggest_labels("async-labels", 4)).suggestions
+            assert len(picked) == 4
+            counts = await c.set_labels("async-labels", {s.id: f"l{j % 2}" for j, s in enumerate(picked)})
+            assert counts.labelled == 4
+            stages = []
+            got = [
+                p
+                async for p in c.propagate_labels("async-labels", on_progress=lambda *p: stages.append(p[0]))
+            ]
+            assert len(got) == 36 and {p.label for p in got} <= {"l0", "l1"} and "spreading" in stages
+            assert len(await c.audit_labels("async-labels", 2)) == 2
+
+    asyncio.run(session())
