@@ -219,6 +219,200 @@ def _collections(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- label
+def _open_out(path: str | None):
+    """A text stream for CSV output: the file, or stdout."""
+    return open(path, "w", newline="") if path and path != "-" else sys.stdout
+
+
+def _csv_rows(out, header: list[str], rows) -> int:
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(header)
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+    out.flush()
+    return n
+
+
+class ProgressBar:
+    """One line on stderr, redrawn in place: ``stage [#####.....] done/total``."""
+
+    WIDTH = 30
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage and self._stage:
+            sys.stderr.write("\n")
+        self._stage = stage
+        filled = self.WIDTH * done // total if total else self.WIDTH
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        sys.stderr.write(f"\r{stage} [{bar}] {done}/{total}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._stage:
+            sys.stderr.write("\n")
+
+
+def _label_suggest(args) -> int:
+    with _client(args) as client:
+        reply = client.suggest_labels(
+            args.collection, args.count, strategy=args.strategy, seed=args.seed, k=args.k
+        )
+    out = _open_out(args.output)
+    try:
+        _csv_rows(
+            out, ["id", "score", "reason"], ((s.id, f"{s.score:.6f}", s.reason) for s in reply.suggestions)
+        )
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(json.dumps({"strategy": reply.strategy, "suggestions": len(reply.suggestions)}), file=sys.stderr)
+    return 0
+
+
+def _read_assignments(path: str) -> list[tuple[str, str]]:
+    """(id, label) pairs from a CSV with an ``id`` and a ``label`` column (by header), or the
+    first two columns of a file without that header; an empty label clears it."""
+    import csv
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    rows = [r for r in csv.reader(text.splitlines()) if r]
+    if not rows:
+        return []
+    head = [c.strip().lower() for c in rows[0]]
+    if "id" in head and "label" in head:
+        at, lab = head.index("id"), head.index("label")
+        rows = rows[1:]
+    else:
+        at, lab = 0, 1
+    out = []
+    for n, row in enumerate(rows):
+        if len(row) <= max(at, lab):
+            raise ValueError(
+                f"{path}: row {n + 1} has no label column (write id,label; an empty label clears)"
+            )
+        out.append((row[at], row[lab]))
+    return out
+
+
+def _label_set(args) -> int:
+    pairs = _read_assignments(args.file)
+    totals = {"labelled": 0, "cleared": 0, "unchanged": 0}
+    with _client(args) as client:
+        for start in range(0, len(pairs), args.batch_size):
+            reply = client.set_labels(args.collection, pairs[start : start + args.batch_size])
+            for key in totals:
+                totals[key] += getattr(reply, key)
+    print(json.dumps(totals))
+    return 0
+
+
+def _label_predict(args) -> int:
+    bar = ProgressBar(args.progress if args.progress is not None else sys.stderr.isatty())
+    out = _open_out(args.output)
+    try:
+        with _client(args) as client:
+            stream = client.propagate_labels(
+                args.collection,
+                args.method,
+                k=args.k,
+                temperature=args.temperature,
+                alpha=args.alpha,
+                max_iterations=args.max_iterations,
+                write_back=args.write_back,
+                on_progress=bar,
+                timeout=None,
+            )
+            rows = ((p.id, p.label, f"{p.confidence:.6f}", f"{p.margin:.6f}") for p in stream)
+            n = _csv_rows(out, ["id", "label", "confidence", "margin"], rows)
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+    print(json.dumps({"predicted": n, "written_back": args.write_back}), file=sys.stderr)
+    return 0
+
+
+def _label_audit(args) -> int:
+    with _client(args) as client:
+        findings = client.audit_labels(args.collection, args.count, k=args.k, temperature=args.temperature)
+    out = _open_out(args.output)
+    try:
+        rows = ((f.id, f.label, f.suggested_label, f"{f.score:.6f}") for f in findings)
+        _csv_rows(out, ["id", "label", "suggested_label", "score"], rows)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _add_label(sub) -> None:
+    p = sub.add_parser("label", help="label a collection from a few labels: suggest, set, predict, audit")
+    actions = p.add_subparsers(dest="action", required=True)
+    conn = [_connection_args()]
+
+    def output(q) -> None:
+        q.add_argument("collection")
+        q.add_argument("-o", "--output", help="CSV file to write (default: stdout)")
+
+    q = actions.add_parser("suggest", parents=conn, help="items to label next (CSV: id,score,reason)")
+    output(q)
+    q.add_argument("-n", "--count", type=int, default=10)
+    q.add_argument("--strategy", default="auto", choices=["auto", "typical", "uncertain", "random"])
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-k", type=int, default=0, help="graph neighbours (default 7)")
+    q.set_defaults(func=_label_suggest)
+
+    q = actions.add_parser("set", parents=conn, help="label stored items by id from a CSV (id,label)")
+    q.add_argument("collection")
+    q.add_argument("file", help="CSV with id and label columns ('-' = stdin); an empty label clears it")
+    q.add_argument("--batch-size", type=int, default=10_000)
+    q.set_defaults(func=_label_set)
+
+    q = actions.add_parser(
+        "predict",
+        parents=conn,
+        help="a predicted label per unlabelled item (CSV: id,label,confidence,margin)",
+    )
+    output(q)
+    q.add_argument("--method", default="spread", choices=["spread", "knn"])
+    q.add_argument("-k", type=int, default=0, help="spread: graph neighbours (7); knn: voters (20)")
+    q.add_argument("--temperature", type=float, default=0.0, help="knn vote temperature (default 0.07)")
+    q.add_argument("--alpha", type=float, default=0.0, help="spread: how far labels travel (default 0.99)")
+    q.add_argument("--max-iterations", type=int, default=0, help="spread: iterations (default 100)")
+    q.add_argument(
+        "--write-back", action="store_true", help="store predictions as predicted_label/confidence"
+    )
+    q.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on a terminal)",
+    )
+    q.set_defaults(func=_label_predict)
+
+    q = actions.add_parser(
+        "audit",
+        parents=conn,
+        help="labels the neighbours disagree with (CSV: id,label,suggested_label,score)",
+    )
+    output(q)
+    q.add_argument("-n", "--count", type=int, default=10)
+    q.add_argument("-k", type=int, default=0, help="labelled neighbours voting (default 20)")
+    q.add_argument("--temperature", type=float, default=0.0)
+    q.set_defaults(func=_label_audit)
+
+
 def _health(args) -> int:
     with _client(args) as client:
         status = client.health(args.service)
@@ -305,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[_connection_args()])
     for action in ("describe", "delete"):
         actions.add_parser(action, parents=[_connection_args()]).add_argument("name")
+
+    _add_label(sub)
 
     p = _client_parser(sub, "health", _health, help="exit 0 if the server is SERVING")
     p.add_argument("--service", default="")

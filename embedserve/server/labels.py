@@ -3,7 +3,7 @@
 The jobs themselves are ``embedserve.labelling``; here they are run in the label pool
 (``embedserve.server.pools``) with the call's deadline, cancelled when the call is, and their
 results turned into messages. PropagateLabels streams one message per unlabelled item (with
-``report_progress``, progress messages first), after the write-back, if asked for, is durable.
+``report_progress``, progress messages before and between them), after the write-back, if asked for, is durable.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class LabelService(pb_grpc.LabelServiceServicer):
                     id=item_id, label=label, confidence=confidence[i], margin=margin[i]
                 )
             )
+        if report is not None:
+            await context.write(_progress("sending", n, n))
 
     @rpc("AuditLabels", admit=admission.audit_labels)
     async def AuditLabels(self, request: pb.AuditLabelsRequest, context) -> pb.AuditLabelsResponse:

@@ -54,3 +54,58 @@ def test_cli_reports_errors(server, capsys, tmp_path):
     assert code == 1 and "INVALID_ARGUMENT" in err and "item 0" in err
     code, _, err = run(capsys, "collections", "describe", "nope", "--target", server.target)
     assert code == 1 and "NOT_FOUND" in err
+
+
+def test_cli_labelling_session(server, capsys, tmp_path):
+    import csv
+
+    t = ["--target", server.target]
+    rng = np.random.default_rng(1)
+    protos = rng.integers(0, 256, (3, 8, 8))
+    truth = {}
+    for c, proto in enumerate(protos):
+        folder = tmp_path / "imgs" / f"kind{c}"
+        folder.mkdir(parents=True)
+        for j in range(10):
+            noisy = np.clip(proto + rng.integers(-6, 7, proto.shape), 0, 255)
+            (folder / f"{j}.png").write_bytes(encode_image(noisy))
+            truth[f"kind{c}/{j}.png"] = f"kind{c}"
+    assert run(capsys, "collections", "create", "cli-label", *t)[0] == 0
+    assert run(capsys, "index", "cli-label", str(tmp_path / "imgs"), *t)[0] == 0  # no labels
+
+    code, _, err = run(
+        capsys, "label", "suggest", "cli-label", "-n", "3", "-o", str(tmp_path / "next.csv"), *t
+    )
+    assert code == 0 and json.loads(err)["strategy"] == "typical"
+    with open(tmp_path / "next.csv") as f:
+        picked = [row["id"] for row in csv.DictReader(f)]
+    assert len(picked) == 3 and {truth[i] for i in picked} == {"kind0", "kind1", "kind2"}
+    (tmp_path / "answers.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in picked))
+    code, out, _ = run(capsys, "label", "set", "cli-label", str(tmp_path / "answers.csv"), *t)
+    assert code == 0 and json.loads(out) == {"labelled": 3, "cleared": 0, "unchanged": 0}
+
+    code, out, err = run(capsys, "label", "predict", "cli-label", "--progress", "--write-back", *t)
+    assert code == 0 and "spreading [" in err and "27/27" in err
+    rows = list(csv.DictReader(out.splitlines()))
+    assert len(rows) == 27 and all(r["label"] == truth[r["id"]] for r in rows)
+    assert all(0 < float(r["confidence"]) <= 1 for r in rows)
+
+    (tmp_path / "all.csv").write_text("".join(f"{i},{label}\n" for i, label in truth.items()))  # no header
+    assert run(capsys, "label", "set", "cli-label", str(tmp_path / "all.csv"), *t)[0] == 0
+    (tmp_path / "wrong.csv").write_text(f"id,label\n{picked[0]},{truth[picked[1]]}\n")
+    run(capsys, "label", "set", "cli-label", str(tmp_path / "wrong.csv"), *t)
+    code, out, _ = run(capsys, "label", "audit", "cli-label", "-n", "1", *t)
+    finding = next(csv.DictReader(out.splitlines()))
+    assert code == 0 and finding["id"] == picked[0] and finding["label"] == truth[picked[1]]
+    code, _, err = run(
+        capsys,
+        "label",
+        "set",
+        "cli-label",
+        str(tmp_path / "answers.csv"),
+        "--target",
+        "127.0.0.1:1",
+        "--timeout",
+        "2",
+    )
+    assert code == 1 and "UNAVAILABLE" in err
