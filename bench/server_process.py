@@ -25,8 +25,9 @@ def free_port() -> int:
 class ServerProcess:
     """One data directory, served by a new process at each ``start`` (default models, loopback)."""
 
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, free_port()
+    def __init__(self, data: Path, *extra: str) -> None:
+        """``extra``: more ``serve`` flags."""
+        self.data, self.port, self.extra = data, free_port(), extra
         self.target = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log: list[str] = []
@@ -42,6 +43,7 @@ class ServerProcess:
             str(self.port),
             "--data",
             str(self.data),
+            *self.extra,
         ]
         started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -72,6 +74,30 @@ class ServerProcess:
         except (OSError, AttributeError):
             return None
         return None
+
+    def peak_mb(self) -> float | None:
+        """The server's peak resident memory (VmHWM) since start or ``reset_peak``, MB."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, AttributeError):
+            return None
+        return None
+
+    def reset_peak(self) -> bool:
+        """Start the peak (VmHWM) afresh from the current RSS; False where the kernel refuses."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")  # type: ignore[union-attr]
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM: drain and flush."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait()
 
     def kill(self) -> None:
         """SIGKILL: no drain, no flush, as a crash."""

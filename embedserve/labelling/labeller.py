@@ -31,7 +31,7 @@ from embedserve.labelling.propagate import (
     knn_propagate,
     spread_propagate,
 )
-from embedserve.labelling.suggest import resolve_strategy, suggest
+from embedserve.labelling.suggest import MIXED, resolve_strategy, suggest
 from embedserve.store import Collection
 from embedserve.store.collection import LabellingView
 
@@ -114,7 +114,8 @@ class Labeller:
         view = collection.labelling_view()
         classes = _Classes.of(view)
         chosen = resolve_strategy(strategy, classes.row_class)
-        graph = None if chosen == "random" else self._graph(collection, view, k or DEFAULT_GRAPH_K, job)
+        needs_graph = chosen in ("uncertain", MIXED)  # typical and random need no graph
+        graph = self._graph(collection, view, k or DEFAULT_GRAPH_K, job) if needs_graph else None
         picked = suggest(
             chosen,
             count,

@@ -125,7 +125,7 @@ def _count(parts: Parts, count: int, what: str) -> int:
 
 def _label_job(parts: Parts, collection: Collection, k: int, iterations: int = 0) -> None:
     n = collection.size
-    estimate = graph_bytes(n, k) + n * collection.spec.dim * 4  # + a copy of the vectors
+    estimate = graph_bytes(n, k, collection.label_names_count) + n * collection.spec.dim * 4  # + the vectors
     parts.config.limits.check_label_job(k, iterations, estimate, n)
 
 
@@ -137,7 +137,7 @@ def suggest_labels(parts: Parts, request: pb.SuggestLabelsRequest) -> None:
         )
     collection = parts.store.get(request.collection)
     k = request.k or DEFAULT_GRAPH_K
-    if request.strategy == "random":  # no graph: only k's range applies
+    if request.strategy in ("random", "typical"):  # no graph: only k's range applies
         parts.config.limits.check_label_job(k, 0, 0, collection.size)
     else:
         _label_job(parts, collection, k)

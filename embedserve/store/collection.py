@@ -391,6 +391,11 @@ class Collection:
         """Live items now (no lock: an int read, as fresh as a search would see)."""
         return self._table.n_live
 
+    @property
+    def label_names_count(self) -> int:
+        """Distinct labels ever stored (an upper bound on the classes a labelling job sees)."""
+        return len(self._table.label_names)
+
     def max_item_bytes(self, *, metadata: bool) -> int:
         """An upper bound on the UTF-8 bytes of one stored item's id and label (and metadata): what a
         reply may carry per hit, known before a search runs."""

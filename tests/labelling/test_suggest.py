@@ -3,7 +3,7 @@ import pytest
 
 from embedserve.errors import FailedPrecondition, InvalidArgument
 from embedserve.labelling import Job, knn_graph, suggest
-from embedserve.labelling.suggest import resolve_strategy
+from embedserve.labelling.suggest import MIXED, resolve_strategy
 from embedserve.metric import Metric
 from tests.labelling.conftest import blobs
 
@@ -20,10 +20,11 @@ def test_cold_start_covers_every_cluster_once_with_its_most_typical_item():
     rows = [s.row for s in picked]
     assert sorted(cluster[rows]) == [0, 1, 2, 3, 4]  # one per cluster
     assert len(set(rows)) == 5
-    density = graph.density()
-    for s in picked:  # the densest item of its cluster
+    for s in picked:  # the item nearest its cluster's centre
         members = np.flatnonzero(cluster == cluster[s.row])
-        assert density[s.row] >= np.quantile(density[members], 0.9)
+        centre = x[members].mean(axis=0)
+        closeness = x[members] @ centre
+        assert x[s.row] @ centre >= np.quantile(closeness, 0.9)
         assert s.reason.startswith("typical: ")
     assert cluster[rows[0]] == 0  # largest cluster first
 
@@ -68,13 +69,13 @@ def test_random_is_seeded_and_only_unlabelled():
     assert len({s.row for s in one}) == 20 and min(s.row for s in one) >= 10
 
 
-def test_auto_is_typical_until_two_labels_per_class_then_uncertain():
+def test_auto_is_typical_until_two_labels_per_class_then_half_typical_half_uncertain():
     row_class = np.full(100, -1)
     assert resolve_strategy("", row_class) == "typical"
     row_class[:3] = [0, 1, 2]
     assert resolve_strategy("auto", row_class) == "typical"
     row_class[3:6] = [0, 1, 2]
-    assert resolve_strategy("auto", row_class) == "uncertain"
+    assert resolve_strategy("auto", row_class) == MIXED
     assert resolve_strategy("random", row_class) == "random"
     with pytest.raises(InvalidArgument, match="strategy must be one of"):
         resolve_strategy("greedy", row_class)
@@ -88,3 +89,19 @@ def test_uncertain_needs_labels_and_a_request_asks_at_most_for_the_unlabelled():
     row_class[:2] = -1
     picked, _ = run("typical", 10, x, row_class)
     assert sorted(s.row for s in picked) == [0, 1]
+
+
+def test_the_mixed_half_looks_for_a_class_nobody_labelled_yet():
+    # three clusters, two of them labelled twice: uncertainty alone would only look at the
+    # border between those two; the typical half picks the unlabelled cluster's centre
+    x, cluster = blobs([60, 60, 60], spread=0.15, seed=4)
+    row_class = np.full(len(x), -1)
+    for c in (0, 1):
+        row_class[np.flatnonzero(cluster == c)[:2]] = c
+    picked, graph = run(resolve_strategy("auto", row_class), 4, x, row_class, names=("a", "b"))
+    reasons = [s.reason.split(":")[0] for s in picked]
+    assert reasons == ["typical", "typical", "uncertain", "uncertain"]
+    assert 2 in cluster[[s.row for s in picked[:2]]]
+    rows = [s.row for s in picked]
+    adjacency = graph.adjacency.toarray()
+    assert len(set(rows)) == 4 and not adjacency[np.ix_(rows[2:], rows)].any()  # no neighbour of a pick
