@@ -389,7 +389,12 @@ def _add_label(sub) -> None:
     q.add_argument("-k", type=int, default=0, help="spread: graph neighbours (7); knn: voters (20)")
     q.add_argument("--temperature", type=float, default=0.0, help="knn vote temperature (default 0.07)")
     q.add_argument("--alpha", type=float, default=0.0, help="spread: how far labels travel (default 0.99)")
-    q.add_argument("--max-iterations", type=int, default=0, help="spread: iterations (default 100)")
+    q.add_argument(
+        "--max-iterations",
+        type=int,
+        default=0,
+        help="spread: the most iterations (default 100; it stops once predictions settle)",
+    )
     q.add_argument(
         "--write-back", action="store_true", help="store predictions as predicted_label/confidence"
     )

@@ -49,12 +49,14 @@ class Suggested:
 @dataclass(frozen=True)
 class Predictions:
     """One prediction per unlabelled item: ``ids`` [m], ``labels`` [m], confidence and margin
-    float32 [m]; ``label_names`` the classes the distributions run over."""
+    float32 [m]; ``made_for``: the items' row serials then and the collection's vectors_version
+    (``Collection.set_predictions`` writes back only what still holds)."""
 
     ids: list[str]
     labels: list[str]
     confidence: np.ndarray
     margin: np.ndarray
+    made_for: tuple[np.ndarray, int]
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class Labeller:
             labels=[names[c] for c in prop.classes],
             confidence=prop.confidence,
             margin=prop.margin,
+            made_for=(view.serials[prop.rows], view.version),
         )
 
     def audit(

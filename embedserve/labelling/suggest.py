@@ -123,7 +123,9 @@ def _typical(
     # uncovered clusters first, by size x squared distance of their mean from the nearest label:
     # a big cluster far from every label is where a class may not be found yet (one next to a
     # label is often a part of that label's class); then the most rows per label
-    priority = size * _distance_from_labels(vectors, assign, n_clusters, labelled, job) if labelled.any() else size
+    priority = (
+        size * _distance_from_labels(vectors, assign, n_clusters, labelled, job) if labelled.any() else size
+    )
     order = np.lexsort((-priority / (labels_in + 1.0), labels_in > 0))
     # per cluster, its unlabelled rows nearest the centre first
     candidates = np.flatnonzero(~labelled)

@@ -106,7 +106,9 @@ class LabelService(pb_grpc.LabelServiceServicer):
             raise
         if request.write_back:
             await self.parts.pools.writing(
-                collection.set_predictions, result.ids, result.labels, result.confidence
+                lambda: collection.set_predictions(
+                    result.ids, result.labels, result.confidence, made_for=result.made_for
+                )
             )
         n = len(result.ids)
         confidence, margin = result.confidence.tolist(), result.margin.tolist()

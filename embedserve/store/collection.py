@@ -77,14 +77,15 @@ REBUILD_DEAD_FRACTION = 0.2  # rebuild the index from live rows once this share 
 class LabellingView:
     """A collection's live items at one moment, for a labelling job (``embedserve.labelling``):
     ``ids`` [m], ``vectors`` float32 [m, dim] (as stored: L2-normalised for cosine), ``label_codes``
-    int32 [m] into ``label_names`` (-1 = no label), and the collection's ``vectors_version``
-    then. The arrays are the job's own or views of rows no write changes, so the job runs
+    int32 [m] into ``label_names`` (-1 = no label), their row ``serials`` int64 [m] (which
+    content each id had), and the collection's ``vectors_version`` then. The arrays are the job's own or views of rows no write changes, so the job runs
     without the collection's locks and never holds up its searches or writes."""
 
     ids: list[str]
     vectors: np.ndarray
     label_codes: np.ndarray
     label_names: list[str]
+    serials: np.ndarray
     version: int
 
 
@@ -232,12 +233,22 @@ class Collection:
         return result
 
     def set_predictions(
-        self, ids: list[str], labels: list[str], confidence: np.ndarray, *, replace: bool = True
+        self,
+        ids: list[str],
+        labels: list[str],
+        confidence: np.ndarray,
+        *,
+        replace: bool = True,
+        made_for: tuple[np.ndarray, int] | None = None,
     ) -> int:
         """Write predicted labels and their confidences (float32 [len(ids)]) back, beside the items'
         own labels, which they never change; ``replace``: clear every other item's prediction.
-        Ids no longer stored (deleted while the prediction ran) are skipped. Durable on return;
-        returns how many items got a prediction."""
+        ``made_for``: (the row serials of the items the predictions were made for, int64
+        [len(ids)], and the ``vectors_version`` then), from a LabellingView: if writes came
+        since, a prediction is kept only for an item whose content is the same (not deleted,
+        not replaced by an upsert).
+        Without it, ids no longer stored are skipped. Durable on return; returns how many items
+        got a prediction."""
         ids = check_id_list(ids)
         confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
         if not (len(ids) == len(labels) == len(confidence)):
@@ -245,7 +256,13 @@ class Collection:
         with self._write_mutex:
             self._check_writable()
             row_of = self._table.row_of
-            keep = [i for i, x in enumerate(ids) if x in row_of]
+            if made_for is not None and made_for[1] == self.vectors_version:
+                keep = list(range(len(ids)))  # nothing changed since: every row is as it was
+            elif made_for is not None:
+                then, serials = made_for[0], self._table.serials
+                keep = [i for i, x in enumerate(ids) if x in row_of and serials[row_of[x]] == then[i]]
+            else:
+                keep = [i for i, x in enumerate(ids) if x in row_of]
             if len(keep) < len(ids):
                 ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
                 confidence = confidence[keep]
@@ -274,6 +291,7 @@ class Collection:
                 vectors=vectors,
                 label_codes=table.label_codes[live],
                 label_names=list(table.label_names),
+                serials=table.serials[live],
                 version=self.vectors_version,
             )
 

@@ -40,6 +40,11 @@ class ItemTable:
         self._codes = np.empty(0, dtype=np.int32)  # label code per row, -1 = no label
         self._predicted = np.empty(0, dtype=np.int32)  # predicted label code per row, -1 = none
         self._confidence = np.empty(0, dtype=np.float32)  # of the predicted label, 0 where none
+        # a number per appended row, never reused, kept through compaction: "the same content" for
+        # a labelling job that returns after writes moved rows (not persisted: no job outlives
+        # the process)
+        self._serial = np.empty(0, dtype=np.int64)
+        self.next_serial = 0
         self.ids: list[str | None] = []  # None for dead rows
         self.metadata: list[dict[str, str] | None] = []
         self._row_of: dict[str, int] | None = {}  # None: not built yet (see the module docstring)
@@ -78,6 +83,11 @@ class ItemTable:
     def confidence(self) -> np.ndarray:
         """float32 [n_rows]: confidence of the predicted label (0 where none)."""
         return self._confidence[: self.n_rows]
+
+    @property
+    def serials(self) -> np.ndarray:
+        """int64 [n_rows]: each row's serial (see __init__)."""
+        return self._serial[: self.n_rows]
 
     @property
     def n_dead(self) -> int:
@@ -208,6 +218,8 @@ class ItemTable:
         self._codes[start:end] = [-1 if x is None else self._code(x) for x in labels]
         self._predicted[start:end] = -1
         self._confidence[start:end] = 0.0
+        self._serial[start:end] = np.arange(self.next_serial, self.next_serial + n)
+        self.next_serial += n
         self.ids.extend(ids)
         self.metadata.extend(metadata)  # the caller hands over dicts nobody else holds
         self.row_of.update(zip(ids, range(start, end), strict=True))
@@ -254,6 +266,8 @@ class ItemTable:
         out._codes = self.label_codes[keep]
         out._predicted = self.predicted_codes[keep]
         out._confidence = self.confidence[keep]
+        out._serial = self.serials[keep]
+        out.next_serial = self.next_serial
         out.ids = [self.ids[r] for r in keep]
         out.metadata = [self.metadata[r] for r in keep]
         out._row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
@@ -299,6 +313,8 @@ class ItemTable:
                 raise ValueError("snapshot columns have different lengths")
             out._predicted[:n] = predicted
             out._confidence[:n] = confidence
+        out._serial = np.arange(len(buffer), dtype=np.int64)
+        out.next_serial = n
         out.ids, out.metadata = ids, metadata
         out._row_of = None  # built on first use
         out.label_names = label_names
@@ -336,6 +352,9 @@ class ItemTable:
         predicted[: self.n_rows] = self.predicted_codes
         confidence = np.zeros(new_cap, dtype=np.float32)
         confidence[: self.n_rows] = self.confidence
+        serial = np.zeros(new_cap, dtype=np.int64)
+        serial[: self.n_rows] = self.serials
+        self._serial = serial
         self._vectors, self._live, self._codes = vectors, live, codes
         self._predicted, self._confidence = predicted, confidence
 

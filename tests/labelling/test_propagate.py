@@ -13,7 +13,9 @@ def test_spreading_reaches_the_closed_form_on_a_tiny_graph():
     adjacency = symmetric_adjacency(rows, 6)
     graph = KnnGraph(rows.astype(np.int32), np.zeros(rows.shape, np.float32), adjacency)
     labelled, classes, alpha = np.array([0, 5, 2]), np.array([0, 1, 0]), 0.9
-    f, reached = spread(graph, labelled, classes, 2, Job(), alpha=alpha, max_iterations=1000, tol=1e-12)
+    f, reached = spread(
+        graph, labelled, classes, 2, Job(), alpha=alpha, max_iterations=1000, tol=1e-12, settle=0
+    )
     w = adjacency.toarray()
     d = np.diag(1 / np.sqrt(w.sum(1)))
     s = d @ w @ d
@@ -60,3 +62,14 @@ def test_a_class_labelled_often_does_not_swamp_the_others():
     graph = knn_graph(x, 7, Metric.COSINE, Job())
     prop = spread_propagate(graph, x, labelled, classes, 2, targets, 20, 0.07, Metric.COSINE, Job())
     assert (prop.classes == cluster[targets]).mean() > 0.95
+
+
+def test_spreading_stops_once_the_predictions_settle():
+    x, moon = two_moons()
+    graph = knn_graph(x, 7, Metric.L2, Job())
+    steps = []
+    labelled = np.array([0, 150])
+    f, reached = spread(graph, labelled, moon[labelled], 2, Job(on_progress=lambda *p: steps.append(p[1])))
+    assert reached.all() and 10 < max(steps[:-1]) < 99  # long before the 100 it may take
+    full, _ = spread(graph, labelled, moon[labelled], 2, Job(), max_iterations=1000, tol=1e-9, settle=0)
+    assert (f.argmax(1) == full.argmax(1)).mean() > 0.99

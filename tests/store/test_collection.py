@@ -399,3 +399,44 @@ def test_a_filter_every_row_passes_is_no_filter(store):
     upsert_plain(c, ["unlabelled"], random_vectors(1, 8, seed=6))
     mask, filtered = c._table.filter_mask(None, True)
     assert filtered and int(mask.sum()) == 45
+
+
+# --- labels and predictions ------------------------------------------------------------------
+
+
+def test_predictions_land_only_on_the_content_they_were_made_for(store):
+    c = store.create(spec(dim=4))
+    c.upsert(ids_for(5), random_vectors(5, 4), [None] * 5, [{}] * 5)
+    view = c.labelling_view()
+    made_for = (view.serials, view.version)
+    c.upsert(["id1"], random_vectors(1, 4, seed=9), [None], [{}])  # new content since the view
+    c.delete(["id2"])
+    n = c.set_predictions(view.ids, ["p"] * 5, np.full(5, 0.5), made_for=made_for)
+    assert n == 3
+    got = {i.id: i for i in c.get(["id0", "id1", "id3", "id4"])}
+    assert got["id0"].predicted_label == "p" and got["id0"].confidence == 0.5
+    assert got["id1"].predicted_label is None  # replaced: its prediction was for the old vector
+    # nothing changed since a fresh view: every prediction is written
+    view = c.labelling_view()
+    assert c.set_predictions(view.ids, ["q"] * 4, np.ones(4), made_for=(view.serials, view.version)) == 4
+
+
+def test_set_labels_is_all_or_nothing_and_a_prediction_never_changes_a_label(store):
+    c = store.create(spec(dim=4))
+    c.upsert(ids_for(3), random_vectors(3, 4), ["a", None, None], [{}] * 3)
+    with pytest.raises(NotFound, match="assignment 1: id 'nope'"):
+        c.set_labels(["id1", "nope"], ["b", "b"])
+    assert c.get(["id1"])[0].label is None
+    with pytest.raises(InvalidArgument, match="assignment 1: id 'id1' also appears at assignment 0"):
+        c.set_labels(["id1", "id1"], ["b", "c"])
+    result = c.set_labels(["id0", "id1", "id2"], [None, "b", ""])
+    assert (result.labelled, result.cleared, result.unchanged) == (1, 1, 1)
+    c.set_predictions(["id0", "id1"], ["z", "z"], np.array([0.9, 0.8]))
+    assert [(i.label, i.predicted_label) for i in c.get(ids_for(3))] == [
+        (None, "z"),
+        ("b", "z"),
+        (None, None),
+    ]
+    assert c.stats().labelled_count == 1 and c.stats().predicted_count == 2
+    hits = c.search(random_vectors(1, 4), 3, predicted={"z"}, min_confidence=0.85)[0]
+    assert [h.id for h in hits] == ["id0"] and hits[0].predicted_label == "z"
