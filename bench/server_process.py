@@ -49,7 +49,15 @@ class ServerProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         self.log = []
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(self.target))
+        # reconnect at once: with gRPC's default backoff (1 s, growing) a probe that found the port
+        # still closed would wait that long before trying again, and the wait would be measured
+        # as start-up time (it was: up to 1.6 s of a 2.7 s "restart")
+        fast_retry = [
+            ("grpc.initial_reconnect_backoff_ms", 10),
+            ("grpc.min_reconnect_backoff_ms", 10),
+            ("grpc.max_reconnect_backoff_ms", 20),
+        ]
+        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(self.target, options=fast_retry))
         while True:
             try:
                 if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:

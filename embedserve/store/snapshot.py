@@ -9,6 +9,9 @@ Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
     labels.npy      int32 [rows]          label code, -1 = none
     predicted.npy   int32 [rows]          predicted label code, -1 = none (version 3)
     confidence.npy  float32 [rows]        confidence of the predicted label (version 3)
+    idhash.npy      uint32 [rows]         CRC-32 of each row's id, sorted (optional)
+    idhash_rows.npy int32 [rows]          the rows in that order: replay finds the rows of the
+                                          ids its log touches by binary search (table.py)
     ids.txt         UTF-8, line r = the id of row r, an empty line for a dead row; absent when
                     some id holds a line break (then items.json has "ids": [str|null])
     items.json      {"label_names": [str], "metadata_rows": [int], "metadata": [obj]}: the
@@ -87,6 +90,9 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     _save(tmp / "labels.npy", table.label_codes)
     _save(tmp / "predicted.npy", table.predicted_codes)
     _save(tmp / "confidence.npy", table.confidence)
+    hashes, hash_rows = table.id_hash_index()
+    _save(tmp / "idhash.npy", hashes)
+    _save(tmp / "idhash_rows.npy", hash_rows)
     # ids one per line: splitting a text is several times faster to load than a JSON list
     ids_text = "\n".join(x or "" for x in table.ids)
     items: dict = {"label_names": table.label_names}
@@ -150,12 +156,14 @@ def _read_vectors(path: Path, dim: int, spare_rows: int) -> np.ndarray:
     return buffer
 
 
-def _ids(path: Path, items: dict, rows: int) -> list[str | None]:
+def _ids(path: Path, items: dict, live: np.ndarray) -> list[str | None]:
     if "ids" in items:  # version 1, or an id with a line break
         return items["ids"]
     text = (path / "ids.txt").read_bytes().decode("utf-8", "surrogatepass")
-    ids = text.split("\n") if rows else []
-    return [x or None for x in ids]
+    ids: list[str | None] = text.split("\n") if len(live) else []  # type: ignore[assignment]
+    for r in np.flatnonzero(~live).tolist():  # dead rows: empty lines (no live id is empty)
+        ids[r] = None
+    return ids
 
 
 def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
@@ -167,13 +175,18 @@ def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
     return metadata
 
 
-def _predictions(path: Path, version: int) -> dict[str, np.ndarray]:
-    if version < 3:
-        return {}
-    return {
-        "predicted": np.load(path / "predicted.npy", allow_pickle=False),
-        "confidence": np.load(path / "confidence.npy", allow_pickle=False),
-    }
+def _predictions(path: Path, version: int) -> dict:
+    """The prediction columns (version 3) and the id hash index (where present)."""
+    out: dict = {}
+    if version >= 3:
+        out["predicted"] = np.load(path / "predicted.npy", allow_pickle=False)
+        out["confidence"] = np.load(path / "confidence.npy", allow_pickle=False)
+    if (path / "idhash.npy").exists():
+        out["hash_index"] = (
+            np.load(path / "idhash.npy", allow_pickle=False),
+            np.load(path / "idhash_rows.npy", allow_pickle=False),
+        )
+    return out
 
 
 def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | None:
@@ -198,13 +211,14 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         vectors = reader.submit(_read_vectors, path / "vectors.npy", dim, spare_rows)
         read_index = reader.submit(faiss.read_index, str(path / "index.faiss")) if manifest["index"] else None
         items = json.loads((path / "items.json").read_bytes())
-        ids = _ids(path, items, manifest["rows"])
+        live = np.load(path / "live.npy", allow_pickle=False)
+        ids = _ids(path, items, live)
         buffer = vectors.result()
         index = read_index.result() if read_index is not None else None
     table = ItemTable.from_columns(
         vectors=buffer[: len(buffer) - spare_rows],
         buffer=buffer,
-        live=np.load(path / "live.npy", allow_pickle=False),
+        live=live,
         codes=np.load(path / "labels.npy", allow_pickle=False),
         ids=ids,
         metadata=_metadata(items, manifest["rows"]),

@@ -12,12 +12,16 @@ Each row has two label columns: ``label`` (a person's, set by upsert or SetLabel
 The id -> row map of a table loaded from a snapshot is built on first use (a
 million ids take most of a second to hash into a dict, and searches never need
 it). Replaying a log needs the rows of the ids it touches only: ``replaying``
-maps just those, and ``row_of`` builds the whole map when anything else asks.
+maps just those, and ``row_of`` builds the whole map when anything else asks. A snapshot
+carries an id hash index (``id_hash_index``: the CRC-32 of every row's id, sorted, with the
+rows in that order) so that ``replaying`` finds those rows by binary search instead of a scan
+of every id (a tenth of the time for a log that touches 10 % of a million ids).
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -49,6 +53,7 @@ class ItemTable:
         self.metadata: list[dict[str, str] | None] = []
         self._row_of: dict[str, int] | None = {}  # None: not built yet (see the module docstring)
         self._partial: dict[str, int] | None = None  # while replaying: the rows of the log's ids
+        self._hash_index: tuple[np.ndarray, np.ndarray] | None = None  # from a snapshot, see above
         self._row_lock = threading.Lock()
         self.label_names: list[str] = []  # code -> label
         self._code_of: dict[str, int] = {}
@@ -130,6 +135,7 @@ class ItemTable:
             with self._row_lock:
                 if self._row_of is None:
                     self._row_of = id_rows(self.ids)
+                    self._hash_index = None  # the map answers every lookup from now on
                 built = self._row_of
         return built
 
@@ -143,10 +149,43 @@ class ItemTable:
         if self._row_of is not None:
             return
         wanted = set(touched)
-        self._partial = {x: r for r, x in enumerate(self.ids) if x in wanted}
+        if self._hash_index is None:
+            self._partial = {x: r for r, x in enumerate(self.ids) if x in wanted}
+            return
+        hashes, rows = self._hash_index
+        keys = list(wanted)
+        asked = np.fromiter(map(zlib.crc32, map(_utf8, keys)), dtype=np.uint32, count=len(keys))
+        lo = np.searchsorted(hashes, asked)
+        hit = lo < len(hashes)
+        hit[hit] = hashes[lo[hit]] == asked[hit]
+        first = np.where(hit, rows[np.minimum(lo, len(rows) - 1)], -1).tolist()
+        ids, partial = self.ids, {}
+        for x, r, i in zip(keys, first, lo.tolist(), strict=True):
+            if r < 0:
+                continue  # not in the snapshot
+            if ids[r] == x:
+                partial[x] = r
+                continue
+            # a hash collision (or a dead row): the other rows with the same hash
+            h = hashes[i]
+            while i < len(hashes) and hashes[i] == h:
+                if ids[int(rows[i])] == x:
+                    partial[x] = int(rows[i])
+                    break
+                i += 1
+        self._partial = partial
 
     def replayed(self) -> None:
         self._partial = None
+
+    def id_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(CRC-32 of every row's id, sorted: uint32 [n_rows]; the rows in that order: int32),
+        dead rows included (they hash an empty id, which no live id has), for a snapshot."""
+        hashes = np.fromiter(
+            map(zlib.crc32, map(_utf8, (x or "" for x in self.ids))), dtype=np.uint32, count=self.n_rows
+        )
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], order.astype(np.int32)
 
     def rows(
         self, ids: list[str], collection: str, *, allow_missing: bool = False, noun: str = "item"
@@ -215,7 +254,7 @@ class ItemTable:
         end = start + n
         self._vectors[start:end] = vectors
         self._live[start:end] = True
-        self._codes[start:end] = [-1 if x is None else self._code(x) for x in labels]
+        self._codes[start:end] = self._codes_for(labels)
         self._predicted[start:end] = -1
         self._confidence[start:end] = 0.0
         self._serial[start:end] = np.arange(self.next_serial, self.next_serial + n)
@@ -243,7 +282,7 @@ class ItemTable:
 
     def set_labels(self, rows: list[int], labels: list[str | None]) -> None:
         """A person's label of live ``rows`` (None clears it); their predictions stay."""
-        self._codes[np.asarray(rows, dtype=np.int64)] = [-1 if x is None else self._code(x) for x in labels]
+        self._codes[np.asarray(rows, dtype=np.int64)] = self._codes_for(labels)
 
     def set_predictions(
         self, rows: list[int], labels: list[str], confidence: np.ndarray, *, replace: bool
@@ -290,11 +329,13 @@ class ItemTable:
         buffer: np.ndarray | None = None,
         predicted: np.ndarray | None = None,
         confidence: np.ndarray | None = None,
+        hash_index: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ItemTable:
         """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
         metadata is measured if the snapshot did not record it. ``buffer``: float32 [capacity, dim]
         whose first rows are ``vectors``, kept as the table's storage (room for appends).
-        ``predicted``/``confidence``: the prediction columns (None: no predictions)."""
+        ``predicted``/``confidence``: the prediction columns (None: no predictions);
+        ``hash_index``: the snapshot's id hash index (see the module docstring), if it has one."""
         out = cls(vectors.shape[1])
         n = len(vectors)
         if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
@@ -317,6 +358,7 @@ class ItemTable:
         out.next_serial = n
         out.ids, out.metadata = ids, metadata
         out._row_of = None  # built on first use
+        out._hash_index = hash_index
         out.label_names = label_names
         out._code_of = {x: c for c, x in enumerate(label_names)}
         out.max_label_bytes = max((len(x.encode(errors="replace")) for x in label_names), default=0)
@@ -325,6 +367,13 @@ class ItemTable:
         out.max_metadata_bytes = max_metadata_bytes
         out.n_rows, out.n_live = n, int(np.count_nonzero(out._live[:n]))
         return out
+
+    def _codes_for(self, labels: list[str | None]) -> list[int] | int:
+        """Label codes of a batch (new labels get codes); one int when every item has the same."""
+        first = labels[0] if labels else None
+        if labels.count(first) == len(labels):  # the common batch: no label, or one label for all
+            return self._code(first)
+        return [self._code(x) for x in labels]
 
     def _code(self, label: str | None) -> int:
         if label is None:
@@ -357,6 +406,12 @@ class ItemTable:
         self._serial = serial
         self._vectors, self._live, self._codes = vectors, live, codes
         self._predicted, self._confidence = predicted, confidence
+
+
+def _utf8(item_id: str) -> bytes:
+    """An id's bytes for its hash: CRC-32 is the same in every process (Python's ``hash`` of a
+    str is not)."""
+    return item_id.encode("utf-8", "surrogatepass")
 
 
 def id_rows(ids: list[str | None]) -> dict[str, int]:

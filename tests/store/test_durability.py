@@ -332,3 +332,35 @@ def test_the_id_map_is_built_lazily_after_a_snapshot_load(data_dir):
     s3 = Store(data_dir)
     s3.maintain()
     assert s3.get("c")._table._row_of is not None
+
+
+def test_replay_finds_snapshot_rows_by_id_hash_even_when_two_ids_share_one(data_dir):
+    import zlib
+
+    seen: dict[int, str] = {}
+    pair = None
+    import random
+
+    rng = random.Random(0)
+    for _ in range(400_000):  # a CRC-32 collision: two ids the hash index cannot tell apart
+        x = f"{rng.getrandbits(96):024x}"  # (similar ids like k1, k2 ... never collide: CRC
+        h = zlib.crc32(x.encode())  # detects every burst of up to 32 bits)
+        if h in seen:
+            pair = (seen[h], x)
+            break
+        seen[h] = x
+    assert pair is not None
+    a, b = pair
+    s = Store(data_dir, snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
+    c = s.create(spec(dim=8))
+    upsert_plain(c, [a, b, *ids_for(50)], random_vectors(52, 8), labels=["x"] * 52)
+    c.delete(["id7"])  # a dead row in the snapshot too
+    c.snapshot()
+    assert list(data_dir.glob("collections/c/snap-*/idhash.npy"))
+    upsert_plain(c, [b], random_vectors(1, 8, seed=5), labels=["b2"])  # replaces b (second of the pair)
+    c.delete([a, "id9"])
+    c.set_labels(["id1"], ["relabelled"])
+    expected = _content(c, [a, b, *ids_for(50)])
+    c2 = Store(data_dir).get("c")  # crash: the log is replayed over the snapshot
+    assert _content(c2, [a, b, *ids_for(50)]) == expected
+    assert c2.stats().count == 52 - 3 and c2.get([b])[0].label == "b2"
