@@ -414,9 +414,16 @@ def _utf8(item_id: str) -> bytes:
     return item_id.encode("utf-8", "surrogatepass")
 
 
+ROW_MAP_CHUNK = 1 << 16  # ids put in the map per step: each step holds the GIL a few ms
+
+
 def id_rows(ids: list[str | None]) -> dict[str, int]:
-    """id -> row for the live rows (dead rows have id None)."""
-    row_of: dict = dict(zip(ids, range(len(ids))))
+    """id -> row for the live rows (dead rows have id None). Built in chunks: one dict(zip())
+    over a million ids is a single C call that holds the GIL for a quarter of a second, and
+    the server builds this map in the background while it answers requests."""
+    row_of: dict = {}
+    for start in range(0, len(ids), ROW_MAP_CHUNK):
+        row_of.update(zip(ids[start : start + ROW_MAP_CHUNK], range(start, start + ROW_MAP_CHUNK)))
     row_of.pop(None, None)  # every dead row's None collapsed into this one key
     return row_of
 
