@@ -5,8 +5,8 @@ from __future__ import annotations
 from embedserve.errors import EmbedServeError, InvalidArgument
 from embedserve.server import admission
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.contents import item_content, resolve
-from embedserve.store import UpsertResult
+from embedserve.server.contents import item_content, resolve, vector_batch
+from embedserve.store import Collection, UpsertResult
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 from embedserve.wire import array_to_tensor
@@ -20,10 +20,17 @@ class IndexService(pb_grpc.IndexServiceServicer):
 
     async def _upsert(self, request: pb.UpsertRequest, context) -> tuple[UpsertResult, list[str]]:
         """Embed and write one batch: all of it, or (on any error) nothing. Returns the result and the
-        ids of the items whose text was truncated."""
+        ids of the items whose text was truncated.
+
+        A batch of raw vectors (batch jobs, the common ingest) is read and written in one call in
+        the write pool: nothing per item runs on the event loop, which other RPCs share."""
         parts = self.parts
         collection = parts.store.get(request.collection)
         items = request.items
+        result = await parts.pools.writing(_upsert_vectors, collection, items)
+        if result is not None:
+            parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
+            return result, []
         contents = [item_content(item, i) for i, item in enumerate(items)]
         resolved = await resolve(
             contents,
@@ -89,6 +96,18 @@ class IndexService(pb_grpc.IndexServiceServicer):
                 stored.vector.CopyFrom(array_to_tensor(item.vector))
             out.append(stored)
         return pb.GetResponse(items=out)
+
+
+def _upsert_vectors(collection: Collection, items) -> UpsertResult | None:
+    """Write a batch whose items all hold raw vectors of the collection's dim; None (nothing
+    written) for any other batch."""
+    vectors = vector_batch(items, collection.spec.dim)
+    if vectors is None:
+        return None
+    ids = [item.id for item in items]
+    labels = [item.label if item.HasField("label") else None for item in items]
+    metadata = [dict(item.metadata) if item.metadata else {} for item in items]
+    return collection.upsert(ids, vectors, labels, metadata)
 
 
 def _in_batch(err: EmbedServeError, batch: int, committed: int) -> EmbedServeError:

@@ -123,3 +123,22 @@ def test_upsert_stream_error_keeps_earlier_batches(client, coll):
     assert got == grpc.StatusCode.INVALID_ARGUMENT
     assert "batch 1" in details and "item 1" in details and "1 earlier batches" in details
     assert client.describe_collection(coll).count == 10
+
+
+def test_a_batch_of_raw_vectors_keeps_every_field(client, coll):
+    v = _vecs(4, seed=11)
+    shaped = [
+        item("plain", vector=v[0], label="a", metadata={"k": "1"}),
+        pb.Item(id="row", vector=pb.Tensor(shape=[1, v.shape[1]], data=v[1].tobytes()), label=""),
+        pb.Item(id="unshaped", vector=pb.Tensor(data=v[2].tobytes()), metadata={"x": "y"}),
+        item("last", vector=v[3]),
+    ]
+    reply = client.upsert(coll, shaped)
+    assert (reply.inserted, reply.replaced) == (4, 0)
+    got = {g.id: g for g in client.get(coll, ["plain", "row", "unshaped", "last"], include_vector=True)}
+    assert got["plain"].label == "a" and dict(got["plain"].metadata) == {"k": "1"}
+    assert not got["row"].HasField("label")  # "" is no label, on this path too
+    assert dict(got["unshaped"].metadata) == {"x": "y"} and not got["last"].metadata
+    for i, name in enumerate(["plain", "row", "unshaped", "last"]):
+        stored = np.frombuffer(got[name].vector.data, dtype="<f4")
+        np.testing.assert_allclose(stored, v[i] / np.linalg.norm(v[i]), rtol=1e-6)  # cosine: normalised
