@@ -60,14 +60,21 @@ def vector_batch(items, dim: int) -> np.ndarray | None:
     and one view, not a message, a shape check and an array per vector. None otherwise (the
     per-item path then names the first offending item)."""
     nbytes = 4 * dim
+    data = []
     for item in items:
         if item.WhichOneof("content") != "vector":
             return None
         tensor = item.vector
-        if len(tensor.data) != nbytes or list(tensor.shape) not in ([dim], [1, dim], []):
+        raw = tensor.data
+        if len(raw) != nbytes:
             return None
-    data = b"".join([item.vector.data for item in items])
-    return np.frombuffer(data, dtype="<f4").reshape(len(items), dim)
+        shape = tensor.shape
+        if shape and not (
+            (len(shape) == 1 and shape[0] == dim) or (len(shape) == 2 and shape[0] == 1 and shape[1] == dim)
+        ):
+            return None
+        data.append(raw)
+    return np.frombuffer(b"".join(data), dtype="<f4").reshape(len(items), dim)
 
 
 def _embeddable(message, kind: str | None, index: int, noun: str) -> Content | None:

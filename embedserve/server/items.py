@@ -105,8 +105,8 @@ def _upsert_vectors(collection: Collection, items) -> UpsertResult | None:
     if vectors is None:
         return None
     ids = [item.id for item in items]
-    labels = [item.label if item.HasField("label") else None for item in items]
-    metadata = [dict(item.metadata) if item.metadata else {} for item in items]
+    labels = [item.label or None for item in items]  # unset and "" are both "no label"
+    metadata = [dict(m) if (m := item.metadata) else {} for item in items]
     return collection.upsert(ids, vectors, labels, metadata)
 
 

@@ -162,10 +162,14 @@ class Collection:
     # --- writes ------------------------------------------------------------------------------
 
     def upsert(
-        self, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        labels: list[str | None],
+        metadata: list[dict[str, str]] | list[dict[str, str] | None],
     ) -> UpsertResult:
         """Insert or replace items; ``vectors`` float32-convertible [N, dim]. All or nothing; durable on return."""
-        ids, x, labels, metadata, meta_bytes = check_upsert(
+        ids, x, labels, clean_meta, meta_bytes = check_upsert(
             self.spec, ids, vectors, labels, metadata, self.limits
         )
         with self._write_mutex:
@@ -173,10 +177,10 @@ class Collection:
             if not ids:
                 return UpsertResult(0, 0)
             with self._replay_cost():  # encoding, logging and applying: about what replaying it costs
-                ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, metadata))
+                ticket = self._wal.append(encode_upsert(self._seq + 1, ids, x, labels, clean_meta))
                 self._seq += 1
                 with self._failing_apply():
-                    result = self._apply_upsert(ids, x, labels, metadata, meta_bytes)
+                    result = self._apply_upsert(ids, x, labels, clean_meta, meta_bytes)
                     self._maintain()
         self._commit(ticket)
         return result
@@ -443,7 +447,7 @@ class Collection:
         ids: list[str],
         x: np.ndarray,
         labels: list[str | None],
-        metadata: list[dict[str, str]],
+        metadata: list[dict[str, str] | None],
         metadata_bytes: int | None = None,
     ) -> UpsertResult:
         with self._rw.write():

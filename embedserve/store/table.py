@@ -241,7 +241,7 @@ class ItemTable:
         ids: list[str],
         vectors: np.ndarray,
         labels: list[str | None],
-        metadata: list[dict[str, str]],
+        metadata: list[dict[str, str] | None],
         metadata_bytes: int | None = None,
     ) -> tuple[int, int]:
         """Add rows for a batch (ids unique within it; ``vectors`` float32 [N, dim]); old rows of the

@@ -77,7 +77,7 @@ def check_vectors(vectors: object, n: int, spec: CollectionSpec, noun: str = "it
 
 def check_upsert(
     spec: CollectionSpec, ids: object, vectors: object, labels: object, metadata: object, limits: Limits
-) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, str]], int]:
+) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, str] | None], int]:
     """The batch in canonical form and the UTF-8 bytes of its largest metadata; raises
     InvalidArgument (ResourceExhausted for a label or metadata over the limits) on the first bad item."""
     ids = check_new_ids(ids)
@@ -91,22 +91,25 @@ def check_upsert(
             f"ids, vectors, labels and metadata must have the same length, "
             f"got {len(ids)}, {n_vectors}, {len(labels)} and {len(metadata)}"
         )
-    for i, label in enumerate(labels):
+    for i, label in enumerate(() if labels.count(None) == len(labels) else labels):  # none: no loop
         if label is not None and not isinstance(label, str):
             raise item_error(
                 InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}"
             )
         if label:
             limits.check_label(label, i)
-    clean_meta: list[
-        dict[str, str]
-    ] = []  # copies: later changes to the caller's dicts must not reach the store
+    # copies: later changes to the caller's dicts must not reach the store; an item without
+    # metadata holds None (as it does after a snapshot load), not an empty dict of its own
+    clean_meta: list[dict[str, str] | None] = []
     meta_bytes = 0
-    for i, meta in enumerate(metadata):
+    bare = not any(metadata) and all(m is None or m == {} for m in metadata)  # the common batch
+    if bare:
+        clean_meta = [None] * len(metadata)
+    for i, meta in enumerate(() if bare else metadata):
         if not meta:
             if meta is not None and not isinstance(meta, dict):
                 raise item_error(InvalidArgument, i, "metadata must map strings to strings")
-            clean_meta.append({})
+            clean_meta.append(None)
         elif isinstance(meta, dict) and all(type(k) is str and type(v) is str for k, v in meta.items()):
             meta_bytes = max(meta_bytes, limits.metadata_size(meta, i))
             clean_meta.append(dict(meta))

@@ -61,12 +61,16 @@ class WalRecord:
     ids: list[str]
     vectors: np.ndarray | None = None
     labels: list[str | None] | None = None
-    metadata: list[dict[str, str]] | None = None
+    metadata: list[dict[str, str] | None] | None = None
     replace: bool = False
 
 
 def encode_upsert(
-    seq: int, ids: list[str], vectors: np.ndarray, labels: list[str | None], metadata: list[dict[str, str]]
+    seq: int,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: list[str | None],
+    metadata: list[dict[str, str] | None],
 ) -> list[bytes | memoryview]:
     """The record's parts, ready to write in order; ``vectors`` float32 [N, D] C-contiguous is not copied."""
     doc = {"ids": ids, "labels": labels, "metadata": metadata}
