@@ -220,21 +220,22 @@ def _collections(args) -> int:
 
 
 # ----------------------------------------------------------------------------- label
-def _open_out(path: str | None):
-    """A text stream for CSV output: the file, or stdout."""
-    return open(path, "w", newline="") if path and path != "-" else sys.stdout
-
-
-def _csv_rows(out, header: list[str], rows) -> int:
+def _write_csv(path: str | None, header: list[str], rows) -> int:
+    """Write ``header`` and ``rows`` as CSV to ``path`` (stdout for None or "-"); rows written."""
     import csv
 
-    writer = csv.writer(out)
-    writer.writerow(header)
-    n = 0
-    for row in rows:
-        writer.writerow(row)
-        n += 1
-    out.flush()
+    out = open(path, "w", newline="") if path and path != "-" else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        n = 0
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+        out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return n
 
 
@@ -268,14 +269,8 @@ def _label_suggest(args) -> int:
         reply = client.suggest_labels(
             args.collection, args.count, strategy=args.strategy, seed=args.seed, k=args.k
         )
-    out = _open_out(args.output)
-    try:
-        _csv_rows(
-            out, ["id", "score", "reason"], ((s.id, f"{s.score:.6f}", s.reason) for s in reply.suggestions)
-        )
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    rows = ((s.id, f"{s.score:.6f}", s.reason) for s in reply.suggestions)
+    _write_csv(args.output, ["id", "score", "reason"], rows)
     print(json.dumps({"strategy": reply.strategy, "suggestions": len(reply.suggestions)}), file=sys.stderr)
     return 0
 
@@ -319,7 +314,6 @@ def _label_set(args) -> int:
 
 def _label_predict(args) -> int:
     bar = ProgressBar(args.progress if args.progress is not None else sys.stderr.isatty())
-    out = _open_out(args.output)
     try:
         with _client(args) as client:
             stream = client.propagate_labels(
@@ -334,11 +328,9 @@ def _label_predict(args) -> int:
                 timeout=None,
             )
             rows = ((p.id, p.label, f"{p.confidence:.6f}", f"{p.margin:.6f}") for p in stream)
-            n = _csv_rows(out, ["id", "label", "confidence", "margin"], rows)
+            n = _write_csv(args.output, ["id", "label", "confidence", "margin"], rows)
     finally:
         bar.close()
-        if out is not sys.stdout:
-            out.close()
     print(json.dumps({"predicted": n, "written_back": args.write_back}), file=sys.stderr)
     return 0
 
@@ -346,13 +338,8 @@ def _label_predict(args) -> int:
 def _label_audit(args) -> int:
     with _client(args) as client:
         findings = client.audit_labels(args.collection, args.count, k=args.k, temperature=args.temperature)
-    out = _open_out(args.output)
-    try:
-        rows = ((f.id, f.label, f.suggested_label, f"{f.score:.6f}") for f in findings)
-        _csv_rows(out, ["id", "label", "suggested_label", "score"], rows)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    rows = ((f.id, f.label, f.suggested_label, f"{f.score:.6f}") for f in findings)
+    _write_csv(args.output, ["id", "label", "suggested_label", "score"], rows)
     return 0
 
 

@@ -28,10 +28,6 @@ class Job:
     def cancel(self) -> None:
         self._cancelled.set()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
     def check(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled("the labelling job was cancelled")

@@ -39,6 +39,11 @@ DEFAULT_GRAPH_K = 7  # neighbours per item in the graph (spreading, density); sc
 METHODS = ("spread", "knn")
 
 
+def neighbours_for(method: str, k: int) -> int:
+    """The k a propagation runs with: ``k``, or by default the graph's (spread) or the vote's (knn)."""
+    return k or (knn.DEFAULT_K if method == "knn" else DEFAULT_GRAPH_K)
+
+
 @dataclass(frozen=True)
 class Suggested:
     id: str
@@ -128,8 +133,6 @@ class Labeller:
             collection.spec.metric,
             job,
             seed=seed,
-            k=knn.DEFAULT_K,
-            temperature=knn.DEFAULT_TEMPERATURE,
         )
         return chosen, [Suggested(view.ids[s.row], s.score, s.reason) for s in picked]
 
@@ -159,10 +162,11 @@ class Labeller:
         common = (view.vectors, labelled, classes.row_class[labelled], len(classes.names), targets)
         metric = collection.spec.metric
         prop: Propagation
+        k = neighbours_for(method, k)
         if method == "knn":
-            prop = knn_propagate(*common, k or knn.DEFAULT_K, temperature, metric, job)
+            prop = knn_propagate(*common, k, temperature, metric, job)
         else:
-            graph = self._graph(collection, view, k or DEFAULT_GRAPH_K, job)
+            graph = self._graph(collection, view, k, job)
             prop = spread_propagate(
                 graph,
                 *common,

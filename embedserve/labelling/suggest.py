@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from embedserve import knn
 from embedserve.errors import FailedPrecondition, InvalidArgument, quote
 from embedserve.labelling.job import Job
 from embedserve.labelling.neighbours import BLOCK_ROWS, KnnGraph
@@ -79,13 +80,14 @@ def suggest(
     job: Job,
     *,
     seed: int = 0,
-    k: int = 10,
-    temperature: float = 0.07,
+    k: int = knn.DEFAULT_K,
+    temperature: float = knn.DEFAULT_TEMPERATURE,
 ) -> list[Suggestion]:
     """Up to ``count`` unlabelled rows of ``vectors`` float32 [n, d] to label next, best first.
 
     ``row_class`` int [n]: each row's class index into ``class_names``, -1 = unlabelled.
     ``strategy`` is resolved already (no "auto"); ``graph`` is needed for uncertain and MIXED.
+    ``k``, ``temperature``: the k-NN vote for items the spread labels do not reach.
     """
     unlabelled = np.flatnonzero(row_class < 0)
     count = min(count, len(unlabelled))

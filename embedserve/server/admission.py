@@ -29,7 +29,7 @@ import math
 
 from embedserve import knn
 from embedserve.errors import InvalidArgument, quote
-from embedserve.labelling.labeller import DEFAULT_GRAPH_K, METHODS
+from embedserve.labelling.labeller import DEFAULT_GRAPH_K, METHODS, neighbours_for
 from embedserve.labelling.neighbours import graph_bytes
 from embedserve.labelling.suggest import STRATEGIES
 from embedserve.limits import DEFAULT_SEARCH_K, HIT_OVERHEAD_BYTES, MAX_ID_BYTES, check_reply
@@ -161,7 +161,7 @@ def propagate_labels(parts: Parts, request: pb.PropagateLabelsRequest) -> None:
     if not (math.isfinite(request.alpha) and 0 <= request.alpha < 1):
         raise InvalidArgument(f"alpha must be in (0, 1) (0 = 0.99), got {request.alpha}")
     collection = parts.store.get(request.collection)
-    k = request.k or (DEFAULT_GRAPH_K if method == "spread" else knn.DEFAULT_K)
+    k = neighbours_for(method, request.k)
     _label_job(parts, collection, k, request.max_iterations)
 
 

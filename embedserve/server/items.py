@@ -27,10 +27,12 @@ class IndexService(pb_grpc.IndexServiceServicer):
         parts = self.parts
         collection = parts.store.get(request.collection)
         items = request.items
-        result = await parts.pools.writing(_upsert_vectors, collection, items)
-        if result is not None:
-            parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
-            return result, []
+        # the first item says which path (a mixed batch is rare: it falls back after one hop)
+        if items and items[0].WhichOneof("content") == "vector":
+            result = await parts.pools.writing(_upsert_vectors, collection, items)
+            if result is not None:
+                parts.metrics.items.labels(collection.spec.name, "upsert").inc(len(items))
+                return result, []
         contents = [item_content(item, i) for i, item in enumerate(items)]
         resolved = await resolve(
             contents,

@@ -175,7 +175,7 @@ def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
     return metadata
 
 
-def _predictions(path: Path, version: int) -> dict:
+def _optional_columns(path: Path, version: int) -> dict:
     """The prediction columns (version 3) and the id hash index (where present)."""
     out: dict = {}
     if version >= 3:
@@ -224,7 +224,7 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         metadata=_metadata(items, manifest["rows"]),
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
-        **_predictions(path, manifest["version"]),
+        **_optional_columns(path, manifest["version"]),
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")

@@ -43,15 +43,32 @@ def check_new_ids(ids: object) -> list[str]:
             raise item_error(InvalidArgument, i, "id is not valid Unicode text") from None
         if size > MAX_ID_BYTES:
             raise item_error(InvalidArgument, i, f"id is {size} bytes long; the limit is {MAX_ID_BYTES}")
-    if len(set(ids)) != len(ids):
-        first: dict[str, int] = {}
-        for i, item_id in enumerate(ids):
-            if item_id in first:
-                raise item_error(
-                    InvalidArgument, i, f"id {quote(item_id)} also appears at item {first[item_id]}"
-                )
-            first[item_id] = i
+    check_unique(ids)
     return ids
+
+
+def check_unique(ids: list[str], noun: str = "item") -> None:
+    """InvalidArgument naming the first id that appears twice, and where it appeared first."""
+    if len(set(ids)) == len(ids):
+        return
+    first: dict[str, int] = {}
+    for i, item_id in enumerate(ids):
+        if item_id in first:
+            raise item_error(
+                InvalidArgument, i, f"id {quote(item_id)} also appears at {noun} {first[item_id]}", noun=noun
+            )
+        first[item_id] = i
+
+
+def check_labels(labels: Sequence[object], limits: Limits, noun: str = "item") -> None:
+    """Each label a string (within max_label_bytes) or None; the error names the item."""
+    for i, label in enumerate(() if labels.count(None) == len(labels) else labels):  # none: no loop
+        if label is not None and not isinstance(label, str):
+            raise item_error(
+                InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}", noun=noun
+            )
+        if label:
+            limits.check_label(label, i, noun=noun)
 
 
 def check_vectors(vectors: object, n: int, spec: CollectionSpec, noun: str = "item") -> np.ndarray:
@@ -91,13 +108,7 @@ def check_upsert(
             f"ids, vectors, labels and metadata must have the same length, "
             f"got {len(ids)}, {n_vectors}, {len(labels)} and {len(metadata)}"
         )
-    for i, label in enumerate(() if labels.count(None) == len(labels) else labels):  # none: no loop
-        if label is not None and not isinstance(label, str):
-            raise item_error(
-                InvalidArgument, i, f"label must be a string or None, not {type(label).__name__}"
-            )
-        if label:
-            limits.check_label(label, i)
+    check_labels(labels, limits)
     # copies: later changes to the caller's dicts must not reach the store; an item without
     # metadata holds None (as it does after a snapshot load), not an empty dict of its own
     clean_meta: list[dict[str, str] | None] = []
@@ -129,25 +140,8 @@ def check_label_assignments(
     if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) != len(ids):
         raise InvalidArgument(f"labels must be a list with one string or None per id ({len(ids)})")
     limits.check_batch(len(ids), "assignments")
-    first: dict[str, int] = {}
-    for i, (item_id, label) in enumerate(zip(ids, labels, strict=True)):
-        if item_id in first:
-            raise item_error(
-                InvalidArgument,
-                i,
-                f"id {quote(item_id)} also appears at assignment {first[item_id]}",
-                noun="assignment",
-            )
-        first[item_id] = i
-        if label is not None and not isinstance(label, str):
-            raise item_error(
-                InvalidArgument,
-                i,
-                f"label must be a string or None, not {type(label).__name__}",
-                noun="assignment",
-            )
-        if label:
-            limits.check_label(label, i, noun="assignment")
+    check_unique(ids, noun="assignment")
+    check_labels(labels, limits, noun="assignment")
     return ids, [label or None for label in labels]
 
 
