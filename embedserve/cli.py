@@ -17,7 +17,7 @@ from embedserve.limits import Limits
 from embedserve.metric import METRIC_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-SECRET_FIELDS = {"auth_tokens"}  # from the environment or a file only: flags show in `ps`
+SECRET_FIELDS = {"auth_tokens", "milvus_token"}  # from the environment or a file only: flags show in `ps`
 
 
 # ----------------------------------------------------------------------------- serve
@@ -216,6 +216,18 @@ def _collections(args) -> int:
         elif args.action == "delete":
             client.delete_collection(args.name)
             print(json.dumps({"deleted": args.name}))
+        elif args.action == "import":
+            try:
+                from embedserve.batch.importer import import_parquet
+            except ModuleNotFoundError as err:
+                raise SystemExit(
+                    f"collections import needs pyarrow: pip install 'embedserve[batch]' ({err})"
+                ) from None
+            _print(
+                import_parquet(
+                    client, args.name, args.directory, model=args.model, batch_size=args.batch_size
+                )
+            )
     return 0
 
 
@@ -491,6 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[_connection_args()])
     for action in ("describe", "delete"):
         actions.add_parser(action, parents=[_connection_args()]).add_argument("name")
+    c = actions.add_parser(
+        "import", parents=[_connection_args()], help="load Parquet shards (id, vector, label, metadata)"
+    )
+    c.add_argument("name")
+    c.add_argument("directory", metavar="PARQUET_DIR", help="folder of .parquet shards (path or URI)")
+    c.add_argument("--model", default="", help="create the collection for this model (default: the shards')")
+    c.add_argument("--batch-size", type=int, default=1000, help="items per UpsertStream message")
 
     _add_label(sub)
 

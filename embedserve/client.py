@@ -170,8 +170,18 @@ class _Api:
         request = pb.DeleteRequest(collection=collection, ids=list(ids), allow_missing=allow_missing)
         return self._call(self.index.Delete, request, lambda r: r.deleted)
 
-    def get(self, collection: str, ids: Sequence[str], *, include_vector: bool = False):
-        request = pb.GetRequest(collection=collection, ids=list(ids), include_vector=include_vector)
+    def get(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        *,
+        include_vector: bool = False,
+        allow_missing: bool = False,
+    ):
+        """The stored items; NOT_FOUND for an unknown id, unless ``allow_missing`` (then it is left out)."""
+        request = pb.GetRequest(
+            collection=collection, ids=list(ids), include_vector=include_vector, allow_missing=allow_missing
+        )
         return self._call(self.index.Get, request, lambda r: list(r.items))
 
     # -- SearchService

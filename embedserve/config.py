@@ -58,6 +58,10 @@ class ServerConfig:
     grace_s: float = 10.0  # SIGTERM: time in-flight requests get to finish
     log_level: str = "INFO"
     insecure: bool = False  # allow a non-loopback address without bearer tokens (an open API)
+    # collections in Milvus (embedserve.store.milvus): new collections are created there;
+    # "./file.db" runs Milvus Lite embedded, "http://host:19530" a Milvus standalone or cluster
+    milvus_uri: str = ""
+    milvus_token: str = field(default="", repr=False)  # EMBEDSERVE_MILVUS_TOKEN or the config file
     snapshot_replay_s: float = 1.0  # snapshot once replaying the log since the last one would take this long
     label_threads: int = (
         1  # labelling jobs (k-NN graphs, spreading) run at once, each on faiss OpenMP threads = cpus

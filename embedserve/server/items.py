@@ -85,7 +85,9 @@ class IndexService(pb_grpc.IndexServiceServicer):
         collection = self.parts.store.get(request.collection)
         if not request.ids:
             raise InvalidArgument("ids is empty")
-        items = await self.parts.pools.reading(collection.get, list(request.ids), request.include_vector)
+        items = await self.parts.pools.reading(
+            collection.get, list(request.ids), request.include_vector, request.allow_missing
+        )
         out = []
         for item in items:
             stored = pb.StoredItem(id=item.id, metadata=item.metadata)

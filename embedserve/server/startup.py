@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import cast
 
 from embedserve.config import ServerConfig
 from embedserve.store import Store, gpu_available
@@ -25,13 +26,21 @@ def store_for(config: ServerConfig) -> Store:
     # auto: GPU search when FAISS can; cuda: asked for, so the store warns if it cannot
     use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_available())
     log.info("FAISS search on %s", "GPU" if use_gpu else "CPU")
-    return Store(
+    store = Store(
         config.data,
         use_gpu=use_gpu,
         snapshot_wal_bytes=config.snapshot_wal_bytes,
         snapshot_replay_s=config.snapshot_replay_s,
         limits=config.limits,
     )
+    if not config.milvus_uri:
+        return store
+    from embedserve.store.milvus import MilvusStore, RoutedStore
+
+    log.info("new collections in Milvus at %s (consistency Strong)", config.milvus_uri)
+    milvus = MilvusStore(config.milvus_uri, token=config.milvus_token, limits=config.limits)
+    # RoutedStore answers every call the server makes on a Store (duck-typed, not a subclass)
+    return cast(Store, RoutedStore(store, milvus))
 
 
 def opening_store(config: ServerConfig) -> Store:

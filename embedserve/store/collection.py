@@ -338,12 +338,18 @@ class Collection:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def get(self, ids: list[str], include_vector: bool = False) -> list[StoredItem]:
-        """The items in the order asked; NotFound names the first unknown id."""
+    def get(
+        self, ids: list[str], include_vector: bool = False, allow_missing: bool = False
+    ) -> list[StoredItem]:
+        """The items in the order asked; NotFound names the first unknown id, unless ``allow_missing``:
+        then unknown ids are left out."""
         ids = check_id_list(ids)
         with self._rw.read():
             self._check_open()
             table = self._table
+            if allow_missing:
+                row_of = table.row_of
+                ids = [x for x in ids if x in row_of]
             rows = table.rows(ids, self.spec.name)
             vectors = table.vectors[rows] if include_vector else None
             return [

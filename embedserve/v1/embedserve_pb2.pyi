@@ -228,14 +228,16 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "include_vector")
+    __slots__ = ("collection", "ids", "include_vector", "allow_missing")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_MISSING_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_vector: bool
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., include_vector: _Optional[bool] = ...) -> None: ...
+    allow_missing: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., include_vector: _Optional[bool] = ..., allow_missing: _Optional[bool] = ...) -> None: ...
 
 class StoredItem(_message.Message):
     __slots__ = ("id", "label", "metadata", "vector", "predicted_label", "confidence")
