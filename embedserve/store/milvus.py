@@ -125,12 +125,36 @@ def _milvus_error(err: Exception, what: str) -> EmbedServeError:
     return Unavailable(f"{what}: Milvus: {message}")
 
 
+class _LiteNoise(logging.Filter):
+    """Milvus Lite serves pymilvus from a gRPC server in this process, without every method pymilvus
+    calls: its query iterator asks for a timestamp (AllocTimestamp), gets "not implemented", and
+    carries on with a client-side one. Drop that traceback and warning, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "grpc._server" and record.exc_info and record.exc_info[2] is not None:
+            tb = record.exc_info[2]
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            return "pymilvus" not in tb.tb_frame.f_code.co_filename
+        return not (record.name.startswith("pymilvus") and "mvccTs" in record.getMessage())
+
+
+def _quiet_lite() -> None:
+    noise = _LiteNoise()
+    for name in ("grpc._server", "pymilvus.client.iterator.query_iterator"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _LiteNoise) for f in logger.filters):
+            logger.addFilter(noise)
+
+
 class _Milvus:
     """One MilvusClient, its calls turned into typed errors."""
 
     def __init__(self, uri: str, token: str = "") -> None:
         from pymilvus import MilvusClient
 
+        if "://" not in uri:  # a Milvus Lite file
+            _quiet_lite()
         self.uri = uri
         try:
             self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)

@@ -267,3 +267,38 @@ def test_command_line_on_a_running_cluster(ray_local, folder, bundles, server, c
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["done"] == PER_CLASS and summary["failed"] == 0
     assert client.describe_collection("cli").count == PER_CLASS
+
+
+def test_folder_to_milvus_lite_then_served(ray_local, folder, bundles, tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from embedserve.store.milvus import MilvusStore
+    from tests.conftest import ServerThread, make_config
+
+    lite = str(tmp_path / "lite.db")
+    args = [
+        str(folder / "cat"),
+        "--model",
+        str(bundles / "tiny-image"),
+        "--to-milvus",
+        lite,
+        "--collection",
+        "cats",
+    ]
+    args += ["--label-from-dir", "--errors", str(tmp_path / "e.csv")]
+    assert run_batch(*args)["done"] == PER_CLASS
+    assert run_batch(*args)["skipped"] == PER_CLASS  # resumes from the ids already in Milvus
+    store = MilvusStore(lite)
+    collection = store.get("cats")
+    assert (collection.spec.model, collection.spec.dim, collection.size) == ("tiny-image", 16, PER_CLASS)
+    store.close()
+    # a server started on the same Milvus Lite file serves the job's collection as it is
+    srv = ServerThread(make_config(bundles, tmp_path / "data", milvus_uri=lite))
+    try:
+        with srv.client() as c:
+            data = (folder / "cat" / "03.png").read_bytes()
+            hit = c.search("cats", [data], k=1)[0][0]
+            assert (hit.id, hit.label) == ("03.png", "cat")
+            assert hit.score == pytest.approx(1.0, abs=1e-5)
+    finally:
+        srv.stop()

@@ -9,9 +9,55 @@ import numpy as np
 import pytest
 
 from embedserve.errors import AlreadyExists, InvalidArgument, NotFound
-from embedserve.store import CollectionSpec, Hit, StoredItem, UpsertResult
+from embedserve.store import CollectionSpec, Hit, Store, StoredItem, UpsertResult
 from embedserve.store import store as store_module
 from tests.store.conftest import brute_force, ids_for, random_vectors, spec, upsert_plain
+
+# Every behaviour here holds for both backends: the embedded FAISS store and Milvus (Lite, from
+# PyPI). Tests of the embedded store's own machinery (its locks, its files) take ``faiss_store``.
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    return str(tmp_path_factory.mktemp("milvus") / "lite.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def store(request, data_dir):
+    if request.param == "faiss":
+        s = Store(data_dir)
+    else:
+        from embedserve.store.milvus import MilvusStore
+
+        s = MilvusStore(request.getfixturevalue("milvus_uri"))
+    s.open()
+    yield s
+    if request.param == "milvus" and not s._closed:  # one Lite file per module: leave it empty
+        for name in [c.spec.name for c in s.list()]:
+            s.delete(name)
+    s.close()
+    if request.param == "milvus":
+        cleaner = type(s)(s.uri)
+        for name in [c.spec.name for c in cleaner.list()]:
+            cleaner.delete(name)
+        cleaner.close()
+
+
+@pytest.fixture
+def faiss_store(data_dir):
+    s = Store(data_dir)
+    s.open()
+    yield s
+    s.close()
+
+
+def reopen(store):
+    """A new store over the same data (a restart, as far as the backend is concerned)."""
+    store.close()
+    return Store(store.data_dir) if isinstance(store, Store) else type(store)(store.uri)
+
 
 # --- round trip ------------------------------------------------------------------------------
 
@@ -100,7 +146,8 @@ def test_create_rejects_bad_specs(store, bad, match):
     with pytest.raises(InvalidArgument, match=match):
         store.create(CollectionSpec(**fields))
     assert store.list() == []
-    assert not any(store.data_dir.joinpath("collections").iterdir())
+    if isinstance(store, Store):
+        assert not any(store.data_dir.joinpath("collections").iterdir())
 
 
 def _bad_batches(dim: int):
@@ -138,8 +185,7 @@ def test_bad_upsert_writes_nothing(store, case):
     with pytest.raises(NotFound):
         c.get(["a"])
     # and nothing reached the log: a reopened store has the same single item
-    store.close()
-    reopened = type(store)(store.data_dir)
+    reopened = reopen(store)
     assert reopened.get("c").stats().count == 1
     reopened.close()
 
@@ -319,31 +365,31 @@ def _prompt(fn, timeout: float = 2.0):
     return value
 
 
-def test_delete_waiting_for_a_busy_collection_does_not_block_get(store):
-    busy = store.create(spec("busy"))
-    other = store.create(spec("other"))
+def test_delete_waiting_for_a_busy_collection_does_not_block_get(faiss_store):
+    busy = faiss_store.create(spec("busy"))
+    other = faiss_store.create(spec("other"))
     busy._write_mutex.acquire()  # stands in for a long snapshot, training or rebuild on 'busy'
-    deleter = threading.Thread(target=store.delete, args=("busy",), daemon=True)
+    deleter = threading.Thread(target=faiss_store.delete, args=("busy",), daemon=True)
     try:
         deleter.start()
-        _wait_until(lambda: "busy" not in store._collections)  # delete has started: now waits on 'busy'
-        assert _prompt(lambda: store.get("other")) is other
-        assert _prompt(lambda: [c.spec.name for c in store.list()]) == ["other"]
+        _wait_until(lambda: "busy" not in faiss_store._collections)  # delete has started: now waits on 'busy'
+        assert _prompt(lambda: faiss_store.get("other")) is other
+        assert _prompt(lambda: [c.spec.name for c in faiss_store.list()]) == ["other"]
         with pytest.raises(NotFound):
-            _prompt(lambda: store.get("busy"))
+            _prompt(lambda: faiss_store.get("busy"))
         with pytest.raises(AlreadyExists):  # the name stays taken until its directory is gone
-            _prompt(lambda: store.create(spec("busy")))
+            _prompt(lambda: faiss_store.create(spec("busy")))
         assert deleter.is_alive()
     finally:
         busy._write_mutex.release()
         deleter.join(10)
     assert not deleter.is_alive()
-    assert sorted(p.name for p in (store.data_dir / "collections").iterdir()) == ["other"]
-    assert store.create(spec("busy")).stats().count == 0
+    assert sorted(p.name for p in (faiss_store.data_dir / "collections").iterdir()) == ["other"]
+    assert faiss_store.create(spec("busy")).stats().count == 0
 
 
-def test_create_does_its_disk_work_outside_the_registry_lock(store, monkeypatch):
-    other = store.create(spec("other"))
+def test_create_does_its_disk_work_outside_the_registry_lock(faiss_store, monkeypatch):
+    other = faiss_store.create(spec("other"))
     entered, release = threading.Event(), threading.Event()
     real = store_module.write_durably
 
@@ -353,20 +399,20 @@ def test_create_does_its_disk_work_outside_the_registry_lock(store, monkeypatch)
         real(path, data)
 
     monkeypatch.setattr(store_module, "write_durably", slow_write)
-    creator = threading.Thread(target=store.create, args=(spec("new"),), daemon=True)
+    creator = threading.Thread(target=faiss_store.create, args=(spec("new"),), daemon=True)
     try:
         creator.start()
         assert entered.wait(5)
-        assert _prompt(lambda: store.get("other")) is other
+        assert _prompt(lambda: faiss_store.get("other")) is other
         with pytest.raises(AlreadyExists, match="collection 'new' already exists"):
-            _prompt(lambda: store.create(spec("new")))  # a concurrent duplicate is refused, not raced
+            _prompt(lambda: faiss_store.create(spec("new")))  # a concurrent duplicate is refused, not raced
         with pytest.raises(NotFound):
-            _prompt(lambda: store.get("new"))  # not there until created
+            _prompt(lambda: faiss_store.get("new"))  # not there until created
     finally:
         release.set()
         creator.join(10)
-    assert store.get("new").spec.name == "new"
-    assert [c.spec.name for c in store.list()] == ["new", "other"]
+    assert faiss_store.get("new").spec.name == "new"
+    assert [c.spec.name for c in faiss_store.list()] == ["new", "other"]
 
 
 @pytest.mark.parametrize("name", ["has space", "", "x" * 65, "../etc", "a/b", 5])
@@ -379,10 +425,10 @@ def test_invalid_names_are_invalid_argument_for_get_and_delete(store, name):
         assert str(err.value) == str(created.value)
 
 
-def test_a_filter_every_row_passes_is_no_filter(store):
+def test_a_filter_every_row_passes_is_no_filter(faiss_store):
     """labelled_only on a fully labelled collection takes the unfiltered path (issue 10: it went
     through an IDSelector, off FAISS's BLAS path), and answers the same."""
-    c = store.create(spec(dim=8))
+    c = faiss_store.create(spec(dim=8))
     upsert_plain(c, ids_for(50), random_vectors(50, 8), labels=[str(i % 3) for i in range(50)])
     table = c._table
     assert table.filter_mask(None, True) == (None, False)
