@@ -76,6 +76,10 @@ CONSISTENCY = "Strong"
 METRICS = {Metric.COSINE: "COSINE", Metric.IP: "IP", Metric.L2: "L2"}
 ID_CHARS = 1024  # VARCHAR max_length (characters); ids are checked against MAX_ID_BYTES first
 ITERATOR_BATCH = 4096
+# Milvus searches rows not yet sealed into a segment by brute force, and Milvus Lite seals rarely by
+# itself (20,000 x 128 unsealed: 0.7 s a query, 0.05 s once flushed); a flush seals them (and
+# builds the index), so one runs in the background every this many written rows
+FLUSH_ROWS = 10_000
 FIELDS = ["id", "label", "predicted_label", "confidence", "serial", "metadata"]
 T = TypeVar("T")
 
@@ -191,6 +195,8 @@ class MilvusCollection:
         self._closed: tuple[type[EmbedServeError], str] | None = None
         self._serial = time.time_ns()
         self.vectors_version = 0
+        self._unflushed = 0
+        self._flushing = threading.Lock()
         self._count = self._count_where("")
         self._label_names = self._labels_in_use()
 
@@ -223,6 +229,7 @@ class MilvusCollection:
             self._count += len(ids) - replaced
             self.vectors_version += 1
             self._label_names.update(label for label in labels if label)
+            self._wrote(len(ids))
         return UpsertResult(len(ids) - replaced, replaced)
 
     def delete(self, ids: list[str], allow_missing: bool = False) -> int:
@@ -448,6 +455,23 @@ class MilvusCollection:
         with self._write_lock:
             self._check_open()
             yield
+
+    def _wrote(self, rows: int) -> None:
+        """Count written rows; past FLUSH_ROWS, seal them with a flush in the background."""
+        self._unflushed += rows
+        if self._unflushed < FLUSH_ROWS or not self._flushing.acquire(blocking=False):
+            return
+        self._unflushed = 0
+
+        def flush() -> None:
+            try:
+                self._m(self._what, "flush", self._name)
+            except EmbedServeError as err:  # an optimisation: the rows are written either way
+                log.warning("collection '%s': Milvus flush failed: %s", self.spec.name, err.message)
+            finally:
+                self._flushing.release()
+
+        threading.Thread(target=flush, name=f"milvus-flush-{self.spec.name}", daemon=True).start()
 
     def _next_serial(self) -> int:
         self._serial = max(self._serial + 1, time.time_ns())
