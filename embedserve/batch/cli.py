@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("EMBEDSERVE_TOKEN", ""), help="server bearer token")
     p.add_argument("--tls", action="store_true")
     p.add_argument("--tls-ca", default="")
-    p.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN", ""))
+    p.add_argument(
+        "--milvus-token",
+        default=os.environ.get("EMBEDSERVE_MILVUS_TOKEN", ""),
+        help="Milvus token (default: $EMBEDSERVE_MILVUS_TOKEN, as the server reads it)",
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

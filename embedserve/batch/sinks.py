@@ -31,7 +31,9 @@ WRITE_BATCH_BYTES = 8 << 20  # one Upsert message at most this big (the server's
 WRITE_BATCH_ITEMS = 1000
 EXISTING_BATCH = 1000  # ids per existence check
 UNAVAILABLE_RETRIES = 6  # a server restarting: 0.5 s, 1 s, 2 s ... between tries
-_ITEM_ERROR = re.compile(r"^item (\d+): ")
+# "batch 3: item 7: <reason> (3 earlier batches, 3000 items, were committed)": UpsertStream's error
+_STREAM_ITEM_ERROR = re.compile(r"^batch (\d+): item (\d+): ")
+_COMMITTED = re.compile(r" \(\d+ earlier batches, \d+ items, were committed\)$")
 
 
 class SinkError(RuntimeError):
@@ -59,14 +61,15 @@ class Rows:
 # ----------------------------------------------------------------------------------------- server
 @dataclass
 class ServerSink:
-    """A running embedserve: ``UpsertStream``-free, one ``Upsert`` per batch (each all-or-nothing and
-    durable when it returns, so a failure loses at most the batch in flight, which a re-run redoes)."""
+    """A running embedserve: one ``UpsertStream`` per block (each message all-or-nothing and durable
+    once the next is read, so a failure loses at most the message in flight, which a re-run redoes)."""
 
     target: str
     collection: str
     token: str = ""
     tls: bool = False
     tls_ca: str = ""
+    message_items: int = WRITE_BATCH_ITEMS  # items per UpsertStream message (and WRITE_BATCH_BYTES)
     _client: Any = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -120,41 +123,49 @@ class ServerSink:
         return found
 
     def write(self, rows: Rows) -> list[tuple[int, str]]:
+        """One UpsertStream for the block, in messages of at most WRITE_BATCH_ITEMS items and
+        WRITE_BATCH_BYTES. An item the server refuses fails its message (the earlier ones are
+        committed): it is taken out and the stream goes on from that message."""
+        import grpc
+
         from embedserve.client import item
 
-        refused: list[tuple[int, str]] = []
         per_item = (
             rows.vectors.shape[1] * 4 + 64 + max((len(json.dumps(m)) for m in rows.metadata), default=0)
         )
-        step = max(1, min(WRITE_BATCH_ITEMS, WRITE_BATCH_BYTES // per_item))
-        for start in range(0, len(rows.ids), step):
-            positions = list(range(start, min(start + step, len(rows.ids))))
-            while positions:  # an item the server refuses is taken out, the rest written again
-                batch = [
-                    item(rows.ids[i], vector=rows.vectors[i], label=rows.labels[i], metadata=rows.metadata[i])
-                    for i in positions
-                ]
-                bad = self._upsert(batch)
-                if bad is None:
-                    break
-                index, reason = bad
-                refused.append((positions[index], reason))
-                del positions[index]
+        step = max(1, min(self.message_items, WRITE_BATCH_BYTES // per_item))
+        pending = [list(range(s, min(s + step, len(rows.ids)))) for s in range(0, len(rows.ids), step)]
+        refused: list[tuple[int, str]] = []
+        item_codes = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        while pending:
+
+            def messages(chunks: list[list[int]] = pending) -> Any:
+                for chunk in chunks:
+                    yield [
+                        item(
+                            rows.ids[i],
+                            vector=rows.vectors[i],
+                            label=rows.labels[i],
+                            metadata=rows.metadata[i],
+                        )
+                        for i in chunk
+                    ]
+
+            try:
+                self._retrying(lambda: self.client().upsert_stream(self.collection, messages()))
+                break
+            except grpc.RpcError as err:
+                details = err.details() or ""
+                match = _STREAM_ITEM_ERROR.match(details)
+                if match is None or err.code() not in item_codes:
+                    raise SinkError(f"{self.describe()}: {err.code().name}: {details}") from None
+                batch, index = int(match.group(1)), int(match.group(2))
+                if batch >= len(pending) or index >= len(pending[batch]):
+                    raise SinkError(f"{self.describe()}: {err.code().name}: {details}") from None
+                reason = _COMMITTED.sub("", details[match.end() :])
+                refused.append((pending[batch].pop(index), f"{err.code().name}: {reason}"))
+                pending = [chunk for chunk in pending[batch:] if chunk]  # the earlier messages are in
         return refused
-
-    def _upsert(self, batch: list[Any]) -> tuple[int, str] | None:
-        """Upsert; None when written, (position, reason) when the server refused one item."""
-        import grpc
-
-        try:
-            self._retrying(lambda: self.client().upsert(self.collection, batch))
-            return None
-        except grpc.RpcError as err:
-            match = _ITEM_ERROR.match(err.details() or "")
-            item_codes = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            if match is None or err.code() not in item_codes or int(match.group(1)) >= len(batch):
-                raise SinkError(f"{self.describe()}: {err.code().name}: {err.details()}") from None
-            return int(match.group(1)), f"{err.code().name}: {err.details()[match.end() :]}"
 
     def _retrying(self, call: Any) -> Any:
         import grpc

@@ -302,3 +302,35 @@ def test_folder_to_milvus_lite_then_served(ray_local, folder, bundles, tmp_path)
             assert hit.score == pytest.approx(1.0, abs=1e-5)
     finally:
         srv.stop()
+
+
+def test_server_sink_takes_out_what_the_server_refuses_and_writes_the_rest(bundles, tmp_path):
+    """Items the job's own checks pass but this server refuses (its label limit is smaller):
+    each is reported with the server's reason; every other item, before and after it, is written."""
+    from embedserve.batch.sinks import Rows, ServerSink
+    from embedserve.limits import Limits
+    from tests.conftest import ServerThread, make_config
+
+    srv = ServerThread(make_config(bundles, tmp_path / "data", limits=Limits(max_label_bytes=8)))
+    try:
+        sink = ServerSink(srv.target, "strict", message_items=4)
+        from embedserve.models.bundle import load_manifest
+
+        sink.prepare(load_manifest(bundles / "tiny-image"))
+        n = 10
+        labels = ["ok"] * n
+        labels[1] = labels[6] = "far too long a label"
+        rows = Rows([f"r{i}" for i in range(n)], random_vectors_16(n), labels, [{} for _ in range(n)])
+        refused = sink.write(rows)
+        assert [i for i, _ in refused] == [1, 6]
+        assert all("RESOURCE_EXHAUSTED" in why and "max_label_bytes" in why for _, why in refused)
+        assert "earlier batches" not in refused[1][1]
+        with srv.client() as c:
+            assert c.describe_collection("strict").count == n - 2
+            assert sink.existing([f"r{i}" for i in range(n)]) == {f"r{i}" for i in range(n)} - {"r1", "r6"}
+    finally:
+        srv.stop()
+
+
+def random_vectors_16(n: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 16)).astype(np.float32)
