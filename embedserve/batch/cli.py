@@ -124,6 +124,15 @@ def _index(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+    except ModuleNotFoundError as err:
+        print(
+            f"error: embedserve-batch needs the batch extra: pip install 'embedserve[batch]' ({err})",
+            file=sys.stderr,
+        )
+        return 2
     from embedserve.batch.sinks import SinkError
     from embedserve.batch.sources import SourceError
     from embedserve.errors import BundleError
