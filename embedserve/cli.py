@@ -206,6 +206,7 @@ def _collections(args) -> int:
                     metric=args.metric,
                     index_spec=args.index_spec,
                     train_size=args.train_size,
+                    store=args.store,
                 )
             )
         elif args.action == "list":
@@ -500,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", default="", choices=["", *METRIC_NAMES])
     c.add_argument("--index-spec", default="", help='FAISS index_factory string (default "Flat")')
     c.add_argument("--train-size", type=int, default=0)
+    c.add_argument(
+        "--store", default="", choices=["", "embedded", "milvus"], help="default: milvus with --milvus-uri"
+    )
     actions.add_parser("list", parents=[_connection_args()])
     for action in ("describe", "delete"):
         actions.add_parser(action, parents=[_connection_args()]).add_argument("name")

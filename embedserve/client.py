@@ -143,10 +143,18 @@ class _Api:
 
     # -- CollectionService
     def create_collection(
-        self, name: str, *, model: str = "", metric: str = "", index_spec: str = "", train_size: int = 0
+        self,
+        name: str,
+        *,
+        model: str = "",
+        metric: str = "",
+        index_spec: str = "",
+        train_size: int = 0,
+        store: str = "",
     ):
+        """``store``: "embedded", "milvus" (a server started with --milvus-uri), "" = the server's default."""
         request = pb.CreateCollectionRequest(
-            name=name, model=model, metric=metric, index_spec=index_spec, train_size=train_size
+            name=name, model=model, metric=metric, index_spec=index_spec, train_size=train_size, store=store
         )
         return self._call(self.collections.CreateCollection, request)
 

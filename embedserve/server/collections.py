@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from embedserve.errors import EmbedServeError, InvalidArgument
+from embedserve.errors import EmbedServeError, InvalidArgument, quote
 from embedserve.metric import Metric
 from embedserve.server.base import Parts, rpc
 from embedserve.store import Collection, CollectionSpec, CollectionStats, FailedCollection
@@ -12,6 +12,8 @@ from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
 
 log = logging.getLogger("embedserve.server")
+
+STORES = ("", "embedded", "milvus")  # CreateCollectionRequest.store
 
 
 class CollectionService(pb_grpc.CollectionServiceServicer):
@@ -24,6 +26,8 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
         metric = Metric.parse(request.metric) if request.metric else model.manifest.metric
         if request.train_size < 0:
             raise InvalidArgument("train_size must be >= 0")
+        if request.store not in STORES:
+            raise InvalidArgument(f"store must be embedded, milvus or empty, not {quote(request.store)}")
         spec = CollectionSpec(
             name=request.name,
             model=model.manifest.name,
@@ -32,7 +36,7 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
             index_spec=request.index_spec or "Flat",
             train_size=request.train_size,
         )
-        collection = await self.parts.pools.writing(self.parts.store.create, spec)
+        collection = await self.parts.pools.writing(self.parts.store.create, spec, request.store)
         return await self._info(collection)
 
     @rpc("ListCollections")
@@ -69,7 +73,9 @@ class CollectionService(pb_grpc.CollectionServiceServicer):
             info = spec_info(collection.spec)
             info.error = reason[:1000]
             return info
-        return collection_info(collection.spec, stats)
+        info = collection_info(collection.spec, stats)
+        info.store = collection.backend
+        return info
 
 
 def spec_info(spec: CollectionSpec) -> pb.CollectionInfo:

@@ -92,6 +92,8 @@ class LabellingView:
 class Collection:
     """Built by Store (``create``/``open``); see the module docstring for the locking rules."""
 
+    backend = "embedded"
+
     def __init__(
         self,
         spec: CollectionSpec,

@@ -769,7 +769,12 @@ class RoutedStore:
         self.embedded.open()
         self.milvus.open()
 
-    def create(self, spec: CollectionSpec) -> Any:
+    def create(self, spec: CollectionSpec, backend: str = "") -> Any:
+        """In Milvus, unless ``backend`` is "embedded"."""
+        if backend == "embedded":
+            if self.milvus.has(spec.name):
+                raise AlreadyExists(f"collection '{spec.name}' already exists")
+            return self.embedded.create(spec)
         self.milvus.validate(spec)
         if any(c.spec.name == spec.name for c in self.embedded.list()) or any(
             f.name == spec.name for f in self.embedded.failed()

@@ -138,8 +138,13 @@ class Store:
                 f", {len(failed)} failed to load" if failed else "",
             )
 
-    def create(self, spec: CollectionSpec) -> Collection:
-        """Create an empty collection; ``created_at`` 0 is set to now."""
+    def create(self, spec: CollectionSpec, backend: str = "") -> Collection:
+        """Create an empty collection; ``created_at`` 0 is set to now. ``backend``: "" or "embedded"
+        (this store has no other: "milvus" is FailedPrecondition)."""
+        if backend == "milvus":
+            raise FailedPrecondition(
+                f"collection '{spec.name}': this server has no Milvus (start it with --milvus-uri)"
+            )
         check_spec_fields(spec)
         VectorIndex(spec, self.limits)  # refuses an index_spec out of bounds or unbuildable, before disk
         if not spec.created_at:

@@ -93,21 +93,23 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "model", "metric", "index_spec", "train_size")
+    __slots__ = ("name", "model", "metric", "index_spec", "train_size", "store")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     INDEX_SPEC_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     metric: str
     index_spec: str
     train_size: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., train_size: _Optional[int] = ...) -> None: ...
+    store: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., train_size: _Optional[int] = ..., store: _Optional[str] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu", "predicted_count", "error")
+    __slots__ = ("name", "model", "dim", "metric", "index_spec", "count", "trained", "train_size", "memory_bytes", "labelled_count", "created_at", "gpu", "predicted_count", "store", "error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +123,7 @@ class CollectionInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
@@ -135,8 +138,9 @@ class CollectionInfo(_message.Message):
     created_at: float
     gpu: bool
     predicted_count: int
+    store: str
     error: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ..., predicted_count: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index_spec: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., train_size: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., labelled_count: _Optional[int] = ..., created_at: _Optional[float] = ..., gpu: _Optional[bool] = ..., predicted_count: _Optional[int] = ..., store: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ()

@@ -55,6 +55,17 @@ def test_new_collections_live_in_milvus_and_old_ones_stay_embedded(milvus_server
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "no Milvus equivalent" in message
     code, message = status_of(lambda: mclient.create_collection("huge", index_spec="HNSW2147483647"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT  # the same bounds as the embedded store
+    assert names["fresh"].store == "milvus" and names["embedded"].store == "embedded"
+    # a per-collection choice: this one stays in the embedded store on a Milvus-backed server
+    assert mclient.create_collection("local", store="embedded").store == "embedded"
+    assert not store.milvus.has("local")
+    assert (
+        status_of(lambda: mclient.create_collection("local", store="milvus"))[0]
+        == grpc.StatusCode.ALREADY_EXISTS
+    )
+    code, message = status_of(lambda: mclient.create_collection("x", store="s3"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "store must be" in message
+    mclient.delete_collection("local")
     mclient.delete_collection("fresh")
     assert status_of(lambda: mclient.describe_collection("fresh"))[0] == grpc.StatusCode.NOT_FOUND
 
@@ -113,3 +124,9 @@ def test_a_milvus_server(bundles, tmp_path):
             c.delete_collection("es_remote_test")
     finally:
         srv.stop()
+
+
+def test_a_server_without_milvus_refuses_a_milvus_collection(client):
+    code, message = status_of(lambda: client.create_collection("m", store="milvus"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "--milvus-uri" in message
+    assert client.create_collection("e", store="embedded").store == "embedded"
