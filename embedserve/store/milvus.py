@@ -155,7 +155,12 @@ class _Milvus:
     """One MilvusClient, its calls turned into typed errors."""
 
     def __init__(self, uri: str, token: str = "") -> None:
-        from pymilvus import MilvusClient
+        try:
+            from pymilvus import MilvusClient
+        except ModuleNotFoundError as err:
+            raise FailedPrecondition(
+                f"Milvus at {uri} needs the milvus extra: pip install 'embedserve[milvus]' ({err})"
+            ) from None
 
         if "://" not in uri:  # a Milvus Lite file
             _quiet_lite()
