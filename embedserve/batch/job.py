@@ -74,7 +74,7 @@ def run(spec: JobSpec, *, progress: Callable[[Summary, int | None], None] | None
     device = "cuda" if spec.gpus_per_worker > 0 else "cpu"
     # a sink only this process may open (a Milvus Lite file) writes here, and resumes from the
     # ids it holds now; any other is written by writer actors, and asked by the embedding ones
-    in_driver = getattr(spec.sink, "in_driver", False)
+    in_driver = spec.sink.in_driver
     known = frozenset(spec.sink.all_ids()) if in_driver and spec.resume else None
     embedded = source.dataset.map_batches(
         EmbedWorker,
@@ -110,20 +110,21 @@ def run(spec: JobSpec, *, progress: Callable[[Summary, int | None], None] | None
         ).iter_batches(batch_size=None, batch_format="pyarrow")
     summary = Summary(errors_path=spec.errors_path, destination=spec.sink.describe())
     started = time.perf_counter()
-    with open(spec.errors_path, "w", newline="") as f:
-        errors = csv.writer(f)
-        errors.writerow(["id", "source", "error"])
-        for batch in summaries:
-            for row in batch.to_pylist():
-                summary.done += row["done"]
-                summary.failed += row["failed"]
-                summary.skipped += row["skipped"]
-                errors.writerows(json.loads(row["errors"]))
-            f.flush()
-            if progress is not None:
-                progress(summary, source.total)
-    if hasattr(spec.sink, "close"):
-        spec.sink.close()
+    try:
+        with open(spec.errors_path, "w", newline="") as f:
+            errors = csv.writer(f)
+            errors.writerow(["id", "source", "error"])
+            for batch in summaries:
+                for row in batch.to_pylist():
+                    summary.done += row["done"]
+                    summary.failed += row["failed"]
+                    summary.skipped += row["skipped"]
+                    errors.writerows(json.loads(row["errors"]))
+                f.flush()
+                if progress is not None:
+                    progress(summary, source.total)
+    finally:
+        spec.sink.close()  # a Milvus Lite file is free for the next process even after a failure
     summary.seconds = time.perf_counter() - started
     summary.items_per_s = summary.done / summary.seconds if summary.seconds else 0.0
     return summary

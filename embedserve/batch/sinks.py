@@ -6,6 +6,9 @@ A sink is a small picklable object (its settings; connections open lazily in eac
   collection, the folder) and refuses a destination that does not fit the model (its dim);
 - ``existing(ids)`` says which ids the destination already holds: a re-run skips them, so a job
   that failed half way resumes and ends with exactly the input set;
+- ``in_driver``: only the driver may open the destination (a Milvus Lite file): the job writes from
+  there, and resumes from ``all_ids()``, read once;
+- ``close()`` lets go of connections (the driver's, at the end of a job);
 - ``write(rows)`` writes one batch and returns the items it refused, by position, with the
   destination's reason (they go to the errors file; the rest of the batch is written).
   An error that is not about one item (the server is gone, a permission) fails the job.
@@ -72,11 +75,18 @@ class ServerSink:
     message_items: int = WRITE_BATCH_ITEMS  # items per UpsertStream message (and WRITE_BATCH_BYTES)
     _client: Any = field(default=None, repr=False, compare=False)
 
+    in_driver = False  # writer actors connect themselves
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
 
     def describe(self) -> str:
         return f"collection '{self.collection}' on {self.target}"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def client(self) -> Any:
         if self._client is None:
@@ -208,11 +218,16 @@ class ParquetSink:
     info: dict[str, Any] = field(default_factory=dict)  # model, dim, metric: set by prepare
     _existing: set[str] | None = field(default=None, repr=False, compare=False)
 
+    in_driver = False  # every writer writes shards of its own
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_existing": None}
 
     def describe(self) -> str:
         return f"Parquet shards in {self.directory}"
+
+    def close(self) -> None:
+        self._existing = None
 
     def _fs(self) -> tuple[Any, str]:
         from embedserve.batch.sources import resolve

@@ -37,7 +37,6 @@ MAX_BLOCK_ROWS = 1000
 # Reading and normalising a manifest reserve no CPU: the embedding actors hold the CPUs, and a
 # read stage waiting for one would stall the whole job (the actors have nothing to embed)
 READ_CPUS = 0
-COLUMNS = ("id", "path", "data", "text", "label", "metadata")
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -48,6 +47,7 @@ SCHEMA = pa.schema(
         ("metadata", pa.string()),
     ]
 )
+COLUMNS = tuple(SCHEMA.names)
 
 
 class SourceError(ValueError):

@@ -50,9 +50,16 @@ from embedserve.store.spec import (
     LabelResult,
     StoredItem,
     UpsertResult,
+    label_changes,
 )
 from embedserve.store.table import ItemTable
-from embedserve.store.validate import check_id_list, check_label_assignments, check_search, check_upsert
+from embedserve.store.validate import (
+    check_id_list,
+    check_label_assignments,
+    check_predictions,
+    check_search,
+    check_upsert,
+)
 from embedserve.store.wal import (
     OP_DELETE,
     OP_LABEL,
@@ -215,13 +222,7 @@ class Collection:
             self._check_writable()
             table = self._table
             rows = table.rows(ids, self.spec.name, noun="assignment")
-            old = [table.label(r) for r in rows]
-            changed = [i for i, (a, b) in enumerate(zip(old, labels, strict=True)) if a != b]
-            result = LabelResult(
-                labelled=sum(labels[i] is not None for i in changed),
-                cleared=sum(labels[i] is None for i in changed),
-                unchanged=len(ids) - len(changed),
-            )
+            changed, result = label_changes([table.label(r) for r in rows], labels)
             if not changed:
                 return result
             ids, labels, rows = (
@@ -255,10 +256,7 @@ class Collection:
         not replaced by an upsert).
         Without it, ids no longer stored are skipped. Durable on return; returns how many items
         got a prediction."""
-        ids = check_id_list(ids)
-        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
-        if not (len(ids) == len(labels) == len(confidence)):
-            raise ValueError("ids, labels and confidence must have the same length")
+        ids, confidence = check_predictions(ids, labels, confidence)
         with self._write_mutex:
             self._check_writable()
             row_of = self._table.row_of

@@ -75,6 +75,16 @@ def _unwrap(index: faiss.Index) -> tuple[faiss.Index, bool]:
 BLAS_MIN_QUERIES = 6
 
 
+def use_blas_for(queries: int) -> None:
+    """BLAS for a batch, FAISS's SIMD scan for a few queries, in every exact distance computation of
+    the search about to run (brute force, an IVF's coarse quantizer). On this FAISS (1.15) a 1-query
+    search over 20,000 x 128 cost 4.4 ms of CPU through BLAS and 1.0 ms scanning (200,000 rows: 41
+    against 11 ms); a 64-query batch is 4x faster through BLAS. The threshold is one global, so a
+    concurrent search of the other kind may see this call's value: it then takes the slower path,
+    with the same results."""
+    faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_QUERIES if queries >= BLAS_MIN_QUERIES else 1 << 30
+
+
 def is_plain_flat(index: faiss.Index) -> bool:
     """An IndexFlat with no transform or refine around it: the table-backed kind."""
     return type(faiss.downcast_index(index)) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2)
@@ -102,11 +112,6 @@ def brute_force(
         faiss.swig_ptr(scores),
         faiss.swig_ptr(rows),
     )
-    # BLAS for a batch, FAISS's SIMD scan for a few queries: on this FAISS (1.15) a 1-query search
-    # over 20,000 x 128 cost 4.4 ms of CPU through BLAS and 1.0 ms scanning (200,000 rows: 41 against
-    # 11 ms). The threshold is one global, so a concurrent search of the
-    # other kind may see this call's value: it then takes the slower path, with the same results.
-    faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_QUERIES if q >= BLAS_MIN_QUERIES else 1 << 30
     if metric == faiss.METRIC_L2:
         faiss.knn_L2sqr(*args, None, sel)  # `bitmap` and `sel` stay alive until here
     else:
@@ -285,6 +290,7 @@ class VectorIndex:
         """The index's own top-k (scores float32 [q, k], rows int64 [q, k], -1 padded), restricted to
         ``mask`` (bool [n_rows]) by an IDSelector; None if this index type takes no selector.
         ``vectors``: the table's rows (float32 [n_rows, dim]), which a table-backed index searches."""
+        use_blas_for(len(x))
         if self.table_backed:
             return brute_force(x, vectors, k, self.metric, mask)
         sel = bitmap = None
@@ -374,8 +380,6 @@ def tune_faiss(threads: int) -> None:
     requests in parallel, and nested OpenMP teams oversubscribe the cores. The
     OpenMP thread count belongs to the thread that sets it, so every pool thread
     that calls FAISS runs this when it starts (``embedserve.server.pools``).
-    Batches of 20+ queries go through BLAS (FAISS's default threshold, 128000,
-    keeps a 64-query batch on the slow per-query path: FACTS.md measured 7x).
+    Whether a search goes through BLAS is decided per search (``use_blas_for``).
     """
     faiss.omp_set_num_threads(max(1, threads))
-    faiss.cvar.distance_compute_blas_threshold = 20

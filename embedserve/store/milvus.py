@@ -63,10 +63,18 @@ from embedserve.store.spec import (
     UpsertResult,
     check_name,
     check_spec_fields,
+    label_changes,
     spec_from_json,
     spec_to_json,
 )
-from embedserve.store.validate import check_id_list, check_label_assignments, check_search, check_upsert
+from embedserve.store.store import FailedCollection, found
+from embedserve.store.validate import (
+    check_id_list,
+    check_label_assignments,
+    check_predictions,
+    check_search,
+    check_upsert,
+)
 
 log = logging.getLogger("embedserve.store")
 
@@ -256,13 +264,7 @@ class MilvusCollection:
         with self._writing():
             current = self._rows(ids, ["label"])
             self._check_all_found(ids, current, noun="assignment")
-            old = [current[x]["label"] or None for x in ids]
-            changed = [i for i, (a, b) in enumerate(zip(old, labels, strict=True)) if a != b]
-            result = LabelResult(
-                labelled=sum(labels[i] is not None for i in changed),
-                cleared=sum(labels[i] is None for i in changed),
-                unchanged=len(ids) - len(changed),
-            )
+            changed, result = label_changes([current[x]["label"] or None for x in ids], labels)
             if changed:
                 rows = [{"id": ids[i], "label": labels[i] or ""} for i in changed]
                 self._m(self._what, "upsert", self._name, rows, partial_update=True)
@@ -279,10 +281,7 @@ class MilvusCollection:
         made_for: tuple[np.ndarray, int] | None = None,
     ) -> int:
         """As ``Collection.set_predictions``: a prediction lands only on the content it was made for."""
-        ids = check_id_list(ids)
-        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
-        if not (len(ids) == len(labels) == len(confidence)):
-            raise ValueError("ids, labels and confidence must have the same length")
+        ids, confidence = check_predictions(ids, labels, confidence)
         with self._writing():
             current = self._rows(ids, ["serial"])
             if made_for is not None and made_for[1] != self.vectors_version:
@@ -585,12 +584,11 @@ class MilvusStore:
         self._open_lock = threading.Lock()
         self._m: _Milvus | None = None
         self._collections: dict[str, MilvusCollection] = {}
-        self._failed: dict[str, Any] = {}
+        self._failed: dict[str, FailedCollection] = {}
         self._busy: set[str] = set()
         self._closed = False
 
     def open(self) -> None:
-        from embedserve.store.store import FailedCollection
 
         with self._open_lock:
             if self._m is not None:
@@ -696,13 +694,7 @@ class MilvusStore:
             self._check_not_closed()
             collection = self._collections.get(name)
             failed = self._failed.get(name)
-        if failed is not None:
-            raise FailedPrecondition(
-                f"collection '{name}' failed to load: {failed.error} (DeleteCollection removes it)"
-            )
-        if collection is None:
-            raise NotFound(f"collection '{name}' not found")
-        return collection
+        return found(name, collection, failed)
 
     def has(self, name: str) -> bool:
         self._milvus()

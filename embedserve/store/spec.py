@@ -64,6 +64,16 @@ class LabelResult:
     unchanged: int
 
 
+def label_changes(old: list[str | None], new: list[str | None]) -> tuple[list[int], LabelResult]:
+    """Which assignments change an item's label (positions), and the SetLabels counts."""
+    changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+    return changed, LabelResult(
+        labelled=sum(new[i] is not None for i in changed),
+        cleared=sum(new[i] is None for i in changed),
+        unchanged=len(new) - len(changed),
+    )
+
+
 @dataclass(frozen=True)
 class UpsertResult:
     inserted: int

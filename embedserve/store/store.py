@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from embedserve.errors import AlreadyExists, EmbedServeError, FailedPrecondition, NotFound, Unavailable
 from embedserve.limits import DEFAULT_LIMITS, Limits
@@ -47,6 +48,7 @@ from embedserve.store.spec import (
 log = logging.getLogger("embedserve.store")
 
 SPEC_FILE = "collection.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,18 @@ class FailedCollection:
     name: str
     spec: CollectionSpec | None
     error: str
+
+
+def found(name: str, collection: T | None, failed: FailedCollection | None) -> T:
+    """What a registry lookup answers, for every backend: the collection, or FailedPrecondition
+    with its load error, or NotFound."""
+    if failed is not None:
+        raise FailedPrecondition(
+            f"collection '{name}' failed to load: {failed.error} (DeleteCollection removes it)"
+        )
+    if collection is None:
+        raise NotFound(f"collection '{name}' not found")
+    return collection
 
 
 class Store:
@@ -188,13 +202,7 @@ class Store:
             self._check_not_closed()
             collection = self._collections.get(name)
             failed = self._failed.get(name)
-        if failed is not None:
-            raise FailedPrecondition(
-                f"collection '{name}' failed to load: {failed.error} (DeleteCollection removes it)"
-            )
-        if collection is None:
-            raise NotFound(f"collection '{name}' not found")
-        return collection
+        return found(name, collection, failed)
 
     def failed(self) -> list[FailedCollection]:
         """Collections that did not load, sorted by name."""

@@ -132,6 +132,16 @@ def check_upsert(
     return ids, x, [label or None for label in labels], clean_meta, meta_bytes
 
 
+def check_predictions(ids: object, labels: list[str], confidence: object) -> tuple[list[str], np.ndarray]:
+    """A write-back's ids and confidences (float32 [n]); ValueError unless the three lengths agree
+    (a library caller's mistake: the labelling job builds these)."""
+    ids = check_id_list(ids)
+    conf = np.asarray(confidence, dtype=np.float32).reshape(-1)
+    if not (len(ids) == len(labels) == len(conf)):
+        raise ValueError("ids, labels and confidence must have the same length")
+    return ids, conf
+
+
 def check_label_assignments(
     ids: object, labels: object, limits: Limits
 ) -> tuple[list[str], list[str | None]]:
