@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -67,9 +66,11 @@ def _serve(args) -> int:
 
     store = opening_store(config)  # loads while the rest of the server is imported (see startup.py)
     from embedserve.server.app import serve
+    from embedserve.server.loop import loop_name, run
 
     try:
-        asyncio.run(serve(config, store))
+        logging.getLogger("embedserve").info("event loop: %s", loop_name(config.event_loop))
+        run(serve(config, store), config.event_loop)
     except (RuntimeError, EmbedServeError, ValueError) as err:  # bad bundle, device, default model
         logging.getLogger("embedserve").error("cannot start: %s", err)
         return 2

@@ -19,6 +19,7 @@ from embedserve.limits import LIMIT_NAMES, Limits
 
 ENV_PREFIX = "EMBEDSERVE_"
 DEVICES = ("auto", "cpu", "cuda")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def default_models_dir() -> Path:
@@ -57,6 +58,9 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     grace_s: float = 10.0  # SIGTERM: time in-flight requests get to finish
     log_level: str = "INFO"
+    event_loop: str = (
+        "auto"  # auto | uvloop | asyncio: auto = uvloop where installed (embedserve.server.loop)
+    )
     insecure: bool = False  # allow a non-loopback address without bearer tokens (an open API)
     # collections in Milvus (embedserve.store.milvus): new collections are created there;
     # "./file.db" runs Milvus Lite embedded, "http://host:19530" a Milvus standalone or cluster
@@ -75,6 +79,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {self.event_loop!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         for name in (
