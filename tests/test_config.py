@@ -1,5 +1,6 @@
 """One typed config from flags > EMBEDSERVE_* env > TOML file > defaults."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,26 @@ def test_insecure_is_a_boolean_setting(tmp_path):
     assert cfg.insecure is True and cfg.limits.max_queries == 7
     with pytest.raises(ValueError, match="insecure"):
         load_config(environ={"EMBEDSERVE_INSECURE": "maybe"})
+
+
+def test_event_loop_setting(monkeypatch):
+    import importlib.util
+
+    from embedserve.server.loop import loop_name, run
+
+    with pytest.raises(ValueError, match="event_loop must be one of"):
+        ServerConfig(event_loop="trio")
+    assert loop_name("asyncio") == "asyncio"
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert loop_name("auto") == ("uvloop" if installed else "asyncio")
+
+    async def kind() -> str:
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+    assert run(kind(), "asyncio") == "asyncio"
+    if installed:
+        assert run(kind(), "auto") == "uvloop"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as if it were not installed
+    assert loop_name("auto") == "asyncio"
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        loop_name("uvloop")
