@@ -8,6 +8,13 @@ the GIL); at most ``max_concurrent_batches`` run at once — 1 by default, since
 one ORT call already uses every core; 2 lets the next batch's host-side work
 overlap a GPU batch.
 
+A request that finds the batcher idle (nothing queued, no batch running) has
+nothing to be batched with: ``run_alone`` runs it at once as its own batch, in
+one executor call that also does its preprocessing, which saves the hand-offs
+of queueing (the loop's cost per request, not the model's, is what a small
+model or an accelerator leaves). Requests that arrive meanwhile queue as usual
+and form the next batch when it ends.
+
 Deadlines are ``time.monotonic()`` instants. A request whose deadline passes is
 failed with DeadlineExceeded at that moment; its items not yet in a batch are
 never computed. A cancelled ``submit`` (client went away) leaves the queue the same way.
@@ -23,13 +30,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from embedserve.errors import DeadlineExceeded, EmbedServeError, Unavailable
 
 log = logging.getLogger("embedserve.models")
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -102,6 +111,7 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._busy = 0  # batches running: the worker's and run_alone's
 
     @property
     def queue_depth(self) -> int:
@@ -154,6 +164,57 @@ class Batcher:
         finally:
             self._retire(request)  # no-op unless cancelled: drop its unbatched items
 
+    async def run_alone(self, count: int, fn: Callable[[], T], deadline: float | None = None) -> T | None:
+        """Run ``fn`` (one request's ``count`` items, preprocessed and run as one batch) in the
+        executor now if the batcher is idle and they fit one batch; None, having run nothing, if
+        not (then ``submit`` them). A deadline that passes while ``fn`` runs fails the call with
+        DeadlineExceeded at that moment (``fn`` finishes unobserved)."""
+        if self._queue or self._busy >= self.max_concurrent_batches or count > self.max_batch_size:
+            return None
+        if not self.healthy:
+            raise Unavailable(f"{self.name}: not accepting work (stopped or failed)")
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(f"{self.name}: deadline exceeded before queueing")
+        loop = asyncio.get_running_loop()
+        self._busy += 1
+        done = self.executor.submit(fn)
+        result = asyncio.wrap_future(done, loop=loop)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            result.cancel()
+
+        timer = loop.call_later(deadline - now, expire) if deadline is not None else None
+        try:
+            return await result
+        except asyncio.CancelledError:
+            if expired:
+                waited = 1000 * (time.monotonic() - now)
+                raise DeadlineExceeded(
+                    f"{self.name}: deadline exceeded during inference ({waited:.0f} ms)"
+                ) from None
+            raise
+        except EmbedServeError:
+            raise
+        except Exception as e:
+            log.exception("%s: batch of %d failed", self.name, count)
+            raise EmbedServeError(f"{self.name}: inference failed: {type(e).__name__}: {e}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if done.done():
+                self._batch_done()
+            else:  # abandoned (deadline, cancelled call): the slot is free once fn really ends
+                done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._batch_done))
+
+    def _batch_done(self) -> None:
+        self._busy -= 1
+        assert self._wakeup is not None
+        self._wakeup.set()
+
     def _retire(self, request: _Request) -> None:
         """The request is settled: its items not yet in a batch will never be."""
         self._pending -= len(request.items) - request.taken
@@ -172,28 +233,34 @@ class Batcher:
         self._fail(request, DeadlineExceeded(f"{self.name}: deadline exceeded {state} ({waited:.0f} ms)"))
 
     async def _work(self) -> None:
-        slots = asyncio.Semaphore(self.max_concurrent_batches)
         running: set[asyncio.Task[None]] = set()
         while True:
-            await slots.acquire()
             batch = await self._next_batch()
             if batch is None:
                 break
-            task = asyncio.get_running_loop().create_task(self._execute(batch, slots))
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
             running.add(task)
             task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
 
     async def _next_batch(self) -> _Batch | None:
-        """Wait until a batch is due, then take it; None once stopping with nothing left."""
+        """Wait until a batch is due and may run, then take it; None once stopping with nothing left.
+
+        A batch is taken only once one may start (fewer than ``max_concurrent_batches`` running),
+        so requests arriving while batches run join the next one."""
         assert self._wakeup is not None
         while True:
             while self._queue and self._queue[0].taken == len(self._queue[0].items):
                 self._queue.popleft()  # settled (expired / cancelled) requests
             if not self._queue:
-                if self._stopping:
+                if self._stopping and not self._busy:
                     return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._busy >= self.max_concurrent_batches:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -236,7 +303,7 @@ class Batcher:
             batch.longest, n, taken = longest, n + 1, taken + 1
         return taken
 
-    async def _execute(self, batch: _Batch, slots: asyncio.Semaphore) -> None:
+    async def _execute(self, batch: _Batch) -> None:
         try:
             if self.on_batch is not None:
                 try:
@@ -262,7 +329,7 @@ class Batcher:
             for part in batch.parts:
                 self._fail(part.request, error)
         finally:
-            slots.release()
+            self._batch_done()
 
     def _deliver(self, batch: _Batch, out: np.ndarray) -> None:
         for part in batch.parts:

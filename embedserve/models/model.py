@@ -3,12 +3,16 @@
 ``Model.embed``: validate every input → decode images / tokenize texts in the
 decode pool → submit to the tower batchers (image and text at once) → inference
 in the infer pool (padding, pooling and L2 normalisation happen there, off the
-event loop) → rows reassembled in input order.
+event loop) → rows reassembled in input order. A request for one tower that
+finds it idle skips the queue: decoding (or tokenizing) and inference run in one
+infer-pool call (``Batcher.run_alone``, ``Tower.embed_alone``), one hand-off from
+the event loop and one back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
@@ -74,6 +78,17 @@ class Model:
             return Embedded(out, [])
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded(f"model '{self.name}': deadline exceeded before preprocessing")
+
+        used = [m for m, idx in by_modality.items() if idx]
+        if len(used) == 1:  # one tower: if it is idle, the whole request is one executor call
+            tower, positions = self.towers[used[0]], by_modality[used[0]]
+            raw = [_raw(inputs[i]) for i in positions]
+            alone = await tower.batcher.run_alone(
+                len(raw), functools.partial(tower.embed_alone, raw, positions), deadline
+            )
+            if alone is not None:
+                out[positions], truncated = alone
+                return Embedded(out, truncated)
 
         jobs = {m: self._preprocess(m, idx, inputs) for m, idx in by_modality.items() if idx}
         prepared: dict[str, _Prepared] = dict(zip(jobs, await _all(list(jobs.values())), strict=True))
@@ -150,6 +165,10 @@ def _preprocess_images(
         except EmbedServeError as err:
             return [], (i, err)
     return out, None
+
+
+def _raw(item: ModelInput) -> bytes | str:
+    return item.data if isinstance(item, ImageInput) else item.text
 
 
 async def _all(aws: Sequence[Awaitable[Any]]) -> list[Any]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
 from embedserve.config import ServerConfig
-from embedserve.errors import BundleError
+from embedserve.errors import BundleError, InvalidArgument, item_error
 from embedserve.metric import l2_normalize
 from embedserve.models.batcher import Batcher
 from embedserve.models.bundle import ImageTowerSpec, Manifest, TextTowerSpec
@@ -17,6 +19,8 @@ from embedserve.models.runtime import TowerSession
 from embedserve.models.text import TextPreprocessor, pool_tokens
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+log = logging.getLogger("embedserve.models")
 
 
 class Tower:
@@ -37,6 +41,9 @@ class Tower:
     ) -> None:
         self.modality = modality
         self.max_batch_size = config.max_batch_size
+        self.max_batch_tokens = config.max_batch_tokens
+        self._on_batch = on_batch
+        self._dim = manifest.dim
         self._normalize = manifest.normalize
         spec = manifest.image if modality == "image" else manifest.text
         if spec is None:
@@ -114,6 +121,43 @@ class Tower:
         else:
             out = self.session.run({self.session.input_names[0]: np.stack(items)})
         return l2_normalize(out) if self._normalize else out
+
+    def embed_alone(self, items: list[Any], positions: list[int]) -> tuple[np.ndarray, list[int]]:
+        """One request's raw items (image bytes or texts; ``positions``: their input positions)
+        preprocessed and run in this thread, as the batcher's ``run_alone`` calls it: rows in
+        item order, and the positions of texts cut to max_length. The first bad item (by
+        position) raises its item error before anything runs, as on the queued path. Texts
+        run longest first in batches of at most ``max_batch_tokens`` padded tokens, as the
+        batcher would cut them."""
+        pre = self.preprocessor
+        if isinstance(pre, ImagePreprocessor):
+            arrays = [pre.preprocess(data, i) for data, i in zip(items, positions, strict=True)]
+            self._observe(len(arrays))
+            return self.run_batch(arrays), []
+        ids, cut = pre.tokenize(items)
+        for i, row in zip(positions, ids, strict=True):
+            if row.size == 0:
+                raise item_error(InvalidArgument, i, "text has no tokens")
+        order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
+        out = np.empty((len(ids), self._dim), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            # sorted longest first: a batch's first text is its longest, so its padded cost is
+            # rows x that length (one text always fits)
+            longest = max(1, len(ids[order[start]]))
+            rows = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
+            chunk = order[start : start + rows]
+            self._observe(len(chunk))
+            out[chunk] = self.run_batch([ids[j] for j in chunk])
+            start += len(chunk)
+        return out, [i for i, was_cut in zip(positions, cut, strict=True) if was_cut]
+
+    def _observe(self, n: int) -> None:
+        if self._on_batch is not None:
+            try:
+                self._on_batch(n)
+            except Exception:
+                log.exception("%s: on_batch callback failed", self.batcher.name)
 
     def warm_up(self) -> None:
         """Run one batch of two dummy items (also proves the batch axis is dynamic)."""

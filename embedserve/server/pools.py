@@ -1,11 +1,14 @@
 """The server's threading model, in one place: which thread runs what, and how many there are.
 
-* **Event loop** (one thread, grpc.aio): parses requests, validates them, hands
-  work to the pools below and builds responses. Nothing slow runs on it.
+* **Event loop** (one thread, grpc.aio on uvloop where installed): parses requests,
+  validates them, hands work to the pools below and builds responses. Nothing slow
+  runs on it: the one search it runs itself is a call alone in flight whose work is
+  bounded (``Collection.search_now``, see embedserve.server.search).
 * **decode** (``decode_threads``, default one per core): image decoding and
   resizing, tokenization. Pillow and the tokenizers library release the GIL.
 * **infer** (``infer_threads``, default 2): the dynamic batchers' calls into ONNX
-  Runtime, one batch per tower at a time. ORT itself runs each call on its own
+  Runtime, one batch per tower at a time (a request that finds its tower idle is
+  decoded here too, in the same call: ``Batcher.run_alone``). ORT itself runs each call on its own
   intra-op threads (``intra_op_threads``, default: one per core; they do not spin).
 * **search** (``search_threads``, default one per core): FAISS searches and other
   reads of collections (Get, lookups by id, statistics). Each FAISS call uses

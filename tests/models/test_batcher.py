@@ -259,3 +259,71 @@ def test_dead_worker_fails_waiting_requests_and_reports_unhealthy(pool, monkeypa
             await b.submit([(1, 0)])
 
     asyncio.run(main())
+
+
+def test_run_alone_runs_at_once_when_idle_and_queued_requests_wait_for_it(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_delay_ms=0)
+    held = threading.Event()
+
+    def alone() -> str:
+        held.wait(5)
+        return "alone"
+
+    async def main() -> None:
+        b.start()
+        first = asyncio.ensure_future(b.run_alone(3, alone))
+        await wait_for(lambda: b._busy == 1)
+        # the batcher is busy now: a second request is refused the shortcut and queues
+        assert await b.run_alone(1, lambda: "again") is None
+        queued = asyncio.ensure_future(b.submit([(1, 0), (1, 1)]))
+        await asyncio.sleep(0.05)
+        assert run.calls == 0 and not queued.done()  # no batch starts beside the alone one
+        held.set()
+        assert await first == "alone"
+        np.testing.assert_array_equal(await queued, rows([(1, 0), (1, 1)]))
+        # idle again: the shortcut is taken; a request larger than a batch never takes it
+        assert await b.run_alone(8, lambda: "idle") == "idle"
+        assert await b.run_alone(9, lambda: "too big") is None
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_run_alone_deadline_errors_and_stop(pool) -> None:
+    b = batcher(rows, pool)
+    release = threading.Event()
+    ended = threading.Event()
+
+    def slow() -> None:
+        release.wait(5)
+        ended.set()
+
+    def broken() -> None:
+        raise ZeroDivisionError("boom")
+
+    def refused() -> None:
+        raise InvalidArgument("item 2: cannot decode image")
+
+    async def main() -> None:
+        b.start()
+        with pytest.raises(DeadlineExceeded, match="during inference"):
+            await b.run_alone(1, slow, deadline=time.monotonic() + 0.02)
+        # the abandoned call still holds its slot until it really ends: no batch runs beside it
+        assert b._busy == 1
+        assert await b.run_alone(1, lambda: "x") is None
+        release.set()
+        await wait_for(lambda: b._busy == 0)
+        assert ended.is_set()
+        with pytest.raises(DeadlineExceeded, match="before queueing"):
+            await b.run_alone(1, slow, deadline=time.monotonic() - 1)
+        with pytest.raises(InvalidArgument, match="item 2"):
+            await b.run_alone(1, refused)  # typed errors pass through unchanged
+        with pytest.raises(EmbedServeError, match="inference failed: ZeroDivisionError: boom"):
+            await b.run_alone(1, broken)
+        assert b._busy == 0 and b.healthy
+        await b.stop()
+        with pytest.raises(Unavailable):
+            await b.run_alone(1, lambda: "stopped")
+
+    asyncio.run(main())

@@ -167,6 +167,35 @@ def test_batches_are_reported_and_bad_items_never_computed(bundle_dirs, executor
     assert sizes == {("tiny-clip", "image"): [4, 2], ("tiny-clip", "text"): [1]}
 
 
+def test_a_request_alone_is_cut_by_the_token_budget_like_a_queued_one(bundle_dirs, executors) -> None:
+    """An idle tower runs a lone request in one call (Tower.embed_alone): its texts still go
+    longest first in batches of at most max_batch_tokens padded tokens, and come back in order."""
+    sizes: list[int] = []
+    registry = ModelRegistry(
+        ServerConfig(device="cpu", max_batch_tokens=12),
+        *executors,
+        on_batch=lambda model, modality: sizes.append,
+    )
+    registry.load([bundle_dirs["tiny-text"]])
+    texts = ["cat", "a red car on the house", "dog", "the big white bird and the small fish", "a b"]
+
+    async def body() -> None:
+        out = await registry.get("").embed([TextInput(t) for t in texts])
+        np.testing.assert_allclose(out, reference_text(bundle_dirs["tiny-text"], texts), atol=1e-6)
+
+    run(registry, body)
+    # longest first, each batch as many as fit rows x its first (longest) length <= 12
+    lengths = sorted(
+        (len(ids) for ids in registry.get("").towers["text"].preprocessor.encode(texts)), reverse=True
+    )
+    expected, start = [], 0
+    while start < len(lengths):
+        expected.append(max(1, 12 // lengths[start]))
+        start += expected[-1]
+    expected[-1] -= start - len(lengths)
+    assert lengths == [8, 6, 2, 1, 1] and sizes == expected == [1, 2, 2]
+
+
 def test_deadline(registry: ModelRegistry) -> None:
     async def body() -> None:
         with pytest.raises(DeadlineExceeded):
