@@ -16,6 +16,9 @@ from embedserve.wire import array_to_tensor
 class EmbedService(pb_grpc.EmbedServiceServicer):
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        # a loaded model never changes: its description (with the provenance as JSON, the costly
+        # part) is built once, not on every call
+        self._infos: dict[Model, pb.ModelInfo] = {}
 
     @rpc("Embed", admit=admission.embed)
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
@@ -29,9 +32,13 @@ class EmbedService(pb_grpc.EmbedServiceServicer):
     @rpc("ListModels")
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         registry = self.parts.registry
-        return pb.ListModelsResponse(
-            models=[model_info(m) for m in registry.list()], default_model=registry.default_name
-        )
+        infos = []
+        for m in registry.list():
+            info = self._infos.get(m)
+            if info is None:
+                info = self._infos[m] = model_info(m)
+            infos.append(info)
+        return pb.ListModelsResponse(models=infos, default_model=registry.default_name)
 
 
 def model_info(model: Model) -> pb.ModelInfo:
