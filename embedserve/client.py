@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
-from embedserve.wire import array_to_tensor, tensor_to_array
+from embedserve.wire import array_to_tensor, tensor_to_array, unpack_hits
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,25 @@ def query(q: QueryLike) -> pb.Query:
     if isinstance(q, np.ndarray):
         return pb.Query(vector=to_tensor(q))
     raise TypeError(f"cannot make a query of {type(q).__name__}")
+
+
+def _search_request(
+    collection: str,
+    queries: Sequence[QueryLike],
+    k: int,
+    label_filter: Sequence[str],
+    nprobe: int,
+    ef_search: int,
+    predicted_label_filter: Sequence[str],
+) -> pb.SearchRequest:
+    return pb.SearchRequest(
+        collection=collection,
+        queries=[query(q) for q in queries],
+        k=k,
+        label_filter=list(label_filter),
+        params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
+        predicted_label_filter=list(predicted_label_filter),
+    )
 
 
 class _Api:
@@ -207,17 +226,31 @@ class _Api:
         min_confidence: float = 0.0,
     ):
         """Per query, its hits (best first)."""
-        request = pb.SearchRequest(
-            collection=collection,
-            queries=[query(q) for q in queries],
-            k=k,
-            label_filter=list(label_filter),
-            params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
-            include_metadata=include_metadata,
-            predicted_label_filter=list(predicted_label_filter),
-            min_confidence=min_confidence,
+        request = _search_request(
+            collection, queries, k, label_filter, nprobe, ef_search, predicted_label_filter
         )
+        request.include_metadata, request.min_confidence = include_metadata, min_confidence
         return self._call(self.searcher.Search, request, lambda r: [list(q.hits) for q in r.results])
+
+    def search_packed(
+        self,
+        collection: str,
+        queries: Sequence[QueryLike],
+        *,
+        k: int = 10,
+        label_filter: Sequence[str] = (),
+        nprobe: int = 0,
+        ef_search: int = 0,
+        predicted_label_filter: Sequence[str] = (),
+        min_confidence: float = 0.0,
+    ):
+        """Per query, (ids, float32 scores) best first: ``Search`` with ``packed``, no message per hit
+        on either end (no labels or metadata). The form for many queries or a large k."""
+        request = _search_request(
+            collection, queries, k, label_filter, nprobe, ef_search, predicted_label_filter
+        )
+        request.packed, request.min_confidence = True, min_confidence
+        return self._call(self.searcher.Search, request, lambda r: unpack_hits(r.packed))
 
     def classify(
         self,

@@ -28,3 +28,18 @@ def tensor_to_array(tensor: pb.Tensor) -> np.ndarray:
     if len(tensor.data) != expected:
         raise ValueError(f"shape {list(shape)} needs {expected} bytes of float32, got {len(tensor.data)}")
     return np.frombuffer(tensor.data, dtype=LE_FLOAT32).reshape(shape).astype(np.float32)
+
+
+def unpack_hits(packed: pb.PackedHits) -> list[tuple[list[str], np.ndarray]]:
+    """PackedHits -> per query (its ids, its float32 scores), best first."""
+    scores = np.frombuffer(packed.scores, dtype=LE_FLOAT32).astype(np.float32)
+    ids = list(packed.ids)
+    if len(scores) != len(ids) or sum(packed.counts) != len(ids):
+        raise ValueError(
+            f"packed hits disagree: {sum(packed.counts)} counted, {len(ids)} ids, {len(scores)} scores"
+        )
+    out, start = [], 0
+    for n in packed.counts:
+        out.append((ids[start : start + n], scores[start : start + n]))
+        start += n
+    return out

@@ -82,6 +82,8 @@ def search(parts: Parts, request: pb.SearchRequest) -> None:
         raise InvalidArgument(f"min_confidence must be in 0..1, got {request.min_confidence}")
     if request.min_confidence and not request.predicted_label_filter:
         raise InvalidArgument("min_confidence applies to predicted_label_filter: give that too")
+    if request.packed and request.include_metadata:
+        raise InvalidArgument("packed results carry ids and scores only: include_metadata must be false")
     collection = parts.store.get(request.collection)
     per_hit = collection.max_item_bytes(metadata=request.include_metadata) + HIT_OVERHEAD_BYTES
     check_reply(len(request.queries) * k * per_hit, parts.config.max_message_bytes, "the reply")

@@ -40,6 +40,7 @@ class Parts:
     pools: Pools
     labeller: Labeller
     ready: bool = False
+    in_flight: int = 0  # calls of our services being handled now (the rpc wrapper counts them)
 
     def model(self, name: str) -> Model:
         return self.registry.get(name)
@@ -79,6 +80,7 @@ def rpc(name: str, *, admit: Admit | None = None, stream: bool = False):
             parts: Parts = self.parts
             started = time.perf_counter()
             code, message = grpc.StatusCode.OK, ""
+            parts.in_flight += 1
             try:
                 if not parts.ready:
                     raise Unavailable("server is starting: models are still loading")
@@ -102,6 +104,7 @@ def rpc(name: str, *, admit: Admit | None = None, stream: bool = False):
                 code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
                 log.exception("%s failed", name)
             finally:
+                parts.in_flight -= 1
                 parts.metrics.requests.labels(name, code.name).inc()
                 parts.metrics.latency.labels(name).observe(time.perf_counter() - started)
             await context.abort(code, message)

@@ -20,7 +20,7 @@ from embedserve.models import ImageInput, Model, ModelInput, TextInput
 from embedserve.store import Collection
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.vectors import dimension_error
-from embedserve.wire import tensor_to_array
+from embedserve.wire import LE_FLOAT32
 
 
 @dataclass(frozen=True)
@@ -41,28 +41,33 @@ class Resolved:
 
 def tensor_to_vector(tensor: pb.Tensor, index: int, *, noun: str = "item") -> np.ndarray:
     """A single vector, shape [D] or [1, D] on the wire -> float32 [D]."""
-    shape = list(tensor.shape) or ([len(tensor.data) // 4] if tensor.data else [])
+    data = tensor.data
+    shape = list(tensor.shape) or ([len(data) // 4] if data else [])
     if len(shape) == 2 and shape[0] == 1:
         shape = shape[1:]
     if len(shape) != 1 or shape[0] < 1:
         raise item_error(
             InvalidArgument, index, f"vector must have shape [dim], got {list(tensor.shape)}", noun=noun
         )
-    try:
-        return tensor_to_array(pb.Tensor(shape=shape, data=tensor.data))
-    except ValueError as exc:
-        raise item_error(InvalidArgument, index, f"bad vector: {exc}", noun=noun) from None
+    if len(data) != 4 * shape[0]:
+        raise item_error(
+            InvalidArgument,
+            index,
+            f"bad vector: shape {shape} needs {4 * shape[0]} bytes of float32, got {len(data)}",
+            noun=noun,
+        )
+    return np.frombuffer(data, dtype=LE_FLOAT32).astype(np.float32)
 
 
-def vector_batch(items, dim: int) -> np.ndarray | None:
-    """float32 [len(items), dim] when every item (pb.Item) holds a raw vector of exactly ``dim``
-    components (shape [dim], [1, dim] or unset), converted in one step: one join of the bytes
-    and one view, not a message, a shape check and an array per vector. None otherwise (the
-    per-item path then names the first offending item)."""
+def vector_batch(messages, dim: int, oneof: str = "content") -> np.ndarray | None:
+    """float32 [len(messages), dim] when every message (a pb.Item, or a pb.Query with ``oneof``
+    "kind") holds a raw vector of exactly ``dim`` components (shape [dim], [1, dim] or unset),
+    converted in one step: one join of the bytes and one view, not a message, a shape check and
+    an array per vector. None otherwise (the per-message path then names the first offending one)."""
     nbytes = 4 * dim
     data = []
-    for item in items:
-        if item.WhichOneof("content") != "vector":
+    for item in messages:
+        if item.WhichOneof(oneof) != "vector":
             return None
         tensor = item.vector
         raw = tensor.data
@@ -74,7 +79,7 @@ def vector_batch(items, dim: int) -> np.ndarray | None:
         ):
             return None
         data.append(raw)
-    return np.frombuffer(b"".join(data), dtype="<f4").reshape(len(items), dim)
+    return np.frombuffer(b"".join(data), dtype=LE_FLOAT32).reshape(len(messages), dim)
 
 
 def _embeddable(message, kind: str | None, index: int, noun: str) -> Content | None:

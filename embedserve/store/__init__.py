@@ -10,7 +10,15 @@ exactly k hits: filters, tombstones, exact fallbacks), ``gpu`` (optional GPU cop
 from embedserve.store.collection import Collection
 from embedserve.store.gpu import gpu_available
 from embedserve.store.index import tune_faiss
-from embedserve.store.spec import NAME_RE, CollectionSpec, CollectionStats, Hit, StoredItem, UpsertResult
+from embedserve.store.spec import (
+    NAME_RE,
+    CollectionSpec,
+    CollectionStats,
+    Hit,
+    PackedHits,
+    StoredItem,
+    UpsertResult,
+)
 from embedserve.store.store import FailedCollection, Store
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "FailedCollection",
     "CollectionStats",
     "Hit",
+    "PackedHits",
     "Store",
     "StoredItem",
     "UpsertResult",

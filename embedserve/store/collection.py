@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
@@ -48,6 +49,8 @@ from embedserve.store.spec import (
     CollectionStats,
     Hit,
     LabelResult,
+    PackedHits,
+    SearchOptions,
     StoredItem,
     UpsertResult,
     label_changes,
@@ -77,6 +80,9 @@ from embedserve.store.wal import (
 log = logging.getLogger("embedserve.store")
 
 WAL_NAME = "wal.log"
+# search_now's bound on a search run on the caller's thread: queries x rows x dim multiply-adds,
+# about 1 ms of FAISS's scan on one core of the bench machine (20,000 x 128 is 2.6M)
+INLINE_SEARCH_FLOPS = 4 << 20
 REBUILD_DEAD_FRACTION = 0.2  # rebuild the index from live rows once this share of its rows are tombstones
 
 
@@ -370,8 +376,45 @@ class Collection:
             self._check_open()
             return self._table.vectors[self._table.rows(ids, self.spec.name)]
 
-    def search(
+    def search(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> list[list[Hit]]:
+        """Top-k hits per query (float32 [Q, dim]), best first; fewer than k only if fewer items qualify.
+
+        ``options`` (``SearchOptions``): ``labels``: only items with one of these labels;
+        ``labelled_only``: only items with a label; ``predicted``: only items whose predicted
+        label is one of these (with at least ``min_confidence``); ``exclude[i]``: an id to leave
+        out of query i's hits; ``nprobe`` / ``ef_search``: the index's search effort. How the
+        filters run and why exactly k come back: embedserve.store.search.
+        """
+        found = self._search(True, False, queries, k, **options)
+        assert isinstance(found, list)
+        return found
+
+    def search_packed(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> PackedHits:
+        """``search``'s hits as PackedHits: ids and scores, without an object per hit."""
+        found = self._search(True, True, queries, k, **options)
+        assert isinstance(found, PackedHits)
+        return found
+
+    def search_now(
+        self, queries: np.ndarray, k: int, packed: bool = False, **options: Unpack[SearchOptions]
+    ) -> list[list[Hit]] | PackedHits | None:
+        """``search`` (or ``search_packed``), if it is cheap and can start at once: on the caller's
+        thread, when its work is bounded by about ``INLINE_SEARCH_FLOPS`` (queries x rows x dim:
+        no index type visits more than every row, filtered or not) and no writer holds or waits
+        for the collection. None, having done nothing, otherwise. Invalid arguments raise as
+        from ``search``.
+
+        The server calls it on its event loop for a request that is alone there: a hand-off
+        to the search pool and back costs more CPU than such a search (see
+        embedserve.server.search)."""
+        if self._gpu is not None or len(queries) * self._table.n_rows * self.spec.dim > INLINE_SEARCH_FLOPS:
+            return None
+        return self._search(False, packed, queries, k, **options)
+
+    def _search(
         self,
+        wait: bool,
+        packed: bool,
         queries: np.ndarray,
         k: int,
         *,
@@ -382,20 +425,17 @@ class Collection:
         exclude: list[str | None] | None = None,
         nprobe: int = 0,
         ef_search: int = 0,
-    ) -> list[list[Hit]]:
-        """Top-k hits per query (float32 [Q, dim]), best first; fewer than k only if fewer items qualify.
-
-        ``labels``: only items with one of these labels; ``labelled_only``: only items
-        with a label; ``predicted``: only items whose predicted label is one of these (with at
-        least ``min_confidence``); ``exclude[i]``: an id to leave out of query i's hits. How the
-        filters run and why exactly k come back: embedserve.store.search.
-        """
+    ) -> list[list[Hit]] | PackedHits | None:
         x, label_set, exclude = check_search(
             self.spec, queries, k, labels, exclude, nprobe, ef_search, self.limits
         )
         if not len(x):
-            return []
-        with self._rw.read():
+            return PackedHits([], [], np.empty(0, np.float32)) if packed else []
+        if wait:
+            self._rw.acquire_read()
+        elif not self._rw.try_read():
+            return None
+        try:
             self._check_open()
             table = self._table
             mask, filtered = table.filter_mask(
@@ -412,7 +452,10 @@ class Collection:
                 exclude=exclude,
                 nprobe=nprobe,
                 ef_search=ef_search,
+                packed=packed,
             )
+        finally:
+            self._rw.release_read()
 
     @property
     def size(self) -> int:

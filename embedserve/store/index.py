@@ -185,15 +185,13 @@ class VectorIndex:
             self.train_size = spec.train_size or auto_train_size(spec, template)
         self.trained = not self.needs_training
         self.index: faiss.Index = template if self.trained else faiss.IndexFlat(spec.dim, self.metric)
+        # a plain Flat index: searches run over the table's rows, the index holds none (set with
+        # every index, not looked up per search: FAISS's downcast is a SWIG call)
+        self.table_backed = is_plain_flat(self.index)
         self._empty: np.ndarray | None = None  # serialised empty trained index, the start of every rebuild
         self._params_ok = True  # False once this index type refused SearchParameters
 
     # --- writes (exclusive) --------------------------------------------------------------------
-
-    @property
-    def table_backed(self) -> bool:
-        """A plain Flat index: searches run over the table's rows, the index holds none."""
-        return is_plain_flat(self.index)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append float32 [n, dim] as the next n ids (a table-backed index has them already)."""
@@ -224,6 +222,7 @@ class VectorIndex:
 
     def swap(self, index: faiss.Index, trained: bool) -> None:
         self.index, self.trained = index, trained
+        self.table_backed = is_plain_flat(index)
         self._params_ok = True
 
     def restore(self, index: faiss.Index | None, trained: bool, vectors: np.ndarray) -> None:

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import numpy as np
 
@@ -59,6 +59,8 @@ from embedserve.store.spec import (
     CollectionStats,
     Hit,
     LabelResult,
+    PackedHits,
+    SearchOptions,
     StoredItem,
     UpsertResult,
     check_name,
@@ -327,6 +329,16 @@ class MilvusCollection:
         rows = self._rows(ids, ["vector"])
         self._check_all_found(ids, rows)
         return np.asarray([rows[x]["vector"] for x in ids], dtype=np.float32).reshape(len(ids), self.spec.dim)
+
+    def search_now(
+        self, queries: np.ndarray, k: int, packed: bool = False, **options: Unpack[SearchOptions]
+    ) -> list[list[Hit]] | PackedHits | None:
+        """Never: a Milvus search is a network call, so it always goes through the search pool."""
+        return None
+
+    def search_packed(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> PackedHits:
+        """``search``'s hits as PackedHits (Milvus returns rows; they are packed here)."""
+        return PackedHits.of(self.search(queries, k, **options))
 
     def search(
         self,

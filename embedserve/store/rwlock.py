@@ -21,17 +21,33 @@ class RWLock:
 
     @contextmanager
     def read(self) -> Iterator[None]:
+        self.acquire_read()
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    def acquire_read(self) -> None:
+        """Take a shared hold, waiting while a writer holds or waits for the lock."""
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+
+    def try_read(self) -> bool:
+        """Take a shared hold without waiting: False (nothing taken) if a writer holds or waits for
+        the lock. A True must be paired with ``release_read``."""
+        with self._cond:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from embedserve.store.gpu import MAX_GPU_K, GpuMirror
 from embedserve.store.index import VectorIndex
-from embedserve.store.spec import Hit
+from embedserve.store.spec import Hit, PackedHits
 from embedserve.store.table import ItemTable
 
 log = logging.getLogger("embedserve.store")
@@ -55,15 +55,19 @@ def search(
     exclude: list[str | None] | None,
     nprobe: int,
     ef_search: int,
-) -> list[list[Hit]]:
-    """Top-k hits per query (float32 [Q, dim]) among rows ``mask`` allows (bool [n_rows], None = all).
+    packed: bool = False,
+) -> list[list[Hit]] | PackedHits:
+    """Top-k hits per query (float32 [Q, dim]) among rows ``mask`` allows (bool [n_rows], None = all),
+    as Hit lists or, with ``packed``, as PackedHits (ids and scores only, no object per hit).
 
     ``filtered``: ``mask`` also hides live rows (a label filter), not only
     tombstones. ``exclude[i]``: an id to leave out of query i's hits.
     """
     allowed = table.n_live if mask is None else int(np.count_nonzero(mask))
     if allowed == 0:
-        return [[] for _ in range(len(x))]
+        return (
+            PackedHits([0] * len(x), [], np.empty(0, np.float32)) if packed else [[] for _ in range(len(x))]
+        )
     extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
     fetch = min(k + extra, allowed)
     scores, rows = top_k(
@@ -78,7 +82,7 @@ def search(
         ef_search=ef_search,
         allowed=allowed,
     )
-    return hits(table, scores, rows, k, exclude)
+    return (pack if packed else hits)(table, scores, rows, k, exclude)
 
 
 def top_k(
@@ -203,6 +207,27 @@ def hits(
                 break
         out.append(found)
     return out
+
+
+def pack(
+    table: ItemTable, scores: np.ndarray, rows: np.ndarray, k: int, exclude: list[str | None] | None
+) -> PackedHits:
+    """``hits``' rows as PackedHits: per query its first k valid rows (not -1, not a tombstone, not
+    its excluded id), flattened in query order, with one list lookup per hit and nothing else."""
+    ids = table.ids
+    valid = rows >= 0
+    flat = np.flatnonzero(valid)
+    found = [ids[r] for r in rows.ravel()[flat].tolist()]
+    excluding = exclude is not None and any(e is not None for e in exclude)
+    if excluding or any(i is None for i in found):  # rare: a tombstone or an excluded id to skip
+        return PackedHits.of(hits(table, scores, rows, k, exclude))
+    if valid.shape[1] > k:  # over-fetched past tombstones: keep each query's first k
+        keep = valid & (np.cumsum(valid, axis=1) <= k)
+        flat = np.flatnonzero(keep)
+        found = [ids[r] for r in rows.ravel()[flat].tolist()]
+        valid = keep
+    counts = np.count_nonzero(valid, axis=1).tolist()
+    return PackedHits(counts, found, np.ascontiguousarray(scores.ravel()[flat], dtype=np.float32))
 
 
 def _drop_disallowed(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:

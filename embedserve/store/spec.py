@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -29,6 +30,35 @@ class CollectionSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", Metric.parse(self.metric))
+
+
+class SearchOptions(TypedDict, total=False):
+    """A search's filters and effort, as every backend's ``search`` takes them (see Collection.search)."""
+
+    labels: set[str] | None
+    labelled_only: bool
+    predicted: set[str] | None
+    min_confidence: float
+    exclude: list[str | None] | None
+    nprobe: int
+    ef_search: int
+
+
+@dataclass(frozen=True)
+class PackedHits:
+    """Search results as three flat arrays, without an object per hit (SearchRequest.packed)."""
+
+    counts: list[int]  # hits per query, in query order
+    ids: list[str]  # sum(counts) ids: query 0's hits best first, then query 1's, ...
+    scores: np.ndarray  # float32 [sum(counts)], parallel to ids
+
+    @classmethod
+    def of(cls, hits: list[list[Hit]]) -> PackedHits:
+        return cls(
+            [len(row) for row in hits],
+            [h.id for row in hits for h in row],
+            np.asarray([h.score for row in hits for h in row], dtype=np.float32),
+        )
 
 
 @dataclass(frozen=True)

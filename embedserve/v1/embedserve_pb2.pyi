@@ -293,7 +293,7 @@ class SearchParams(_message.Message):
     def __init__(self, nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata", "predicted_label_filter", "min_confidence")
+    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata", "predicted_label_filter", "min_confidence", "packed")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +302,7 @@ class SearchRequest(_message.Message):
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
@@ -310,7 +311,8 @@ class SearchRequest(_message.Message):
     include_metadata: bool
     predicted_label_filter: _containers.RepeatedScalarFieldContainer[str]
     min_confidence: float
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., predicted_label_filter: _Optional[_Iterable[str]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+    packed: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., predicted_label_filter: _Optional[_Iterable[str]] = ..., min_confidence: _Optional[float] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "label", "metadata", "predicted_label", "confidence")
@@ -342,12 +344,24 @@ class QueryResult(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "truncated")
+    __slots__ = ("results", "truncated", "packed")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     truncated: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ...) -> None: ...
+    packed: PackedHits
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., packed: _Optional[_Union[PackedHits, _Mapping]] = ...) -> None: ...
+
+class PackedHits(_message.Message):
+    __slots__ = ("counts", "ids", "scores")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: bytes
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class LabelledExample(_message.Message):
     __slots__ = ("example", "label")

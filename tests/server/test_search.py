@@ -1,10 +1,13 @@
 """SearchService.Search: exact against numpy for Flat, approximate recall, filters and errors."""
 
+import concurrent.futures
+
 import grpc
 import numpy as np
 import pytest
 
-from embedserve.client import ById, item
+from embedserve.client import ById, item, query
+from embedserve.v1 import embedserve_pb2 as pb
 from tests.conftest import random_images, status_of
 
 
@@ -137,3 +140,38 @@ def test_query_errors(client):
         got, details = status_of(lambda queries=queries: client.search("q-errors", queries))
         assert got == code and fragment in details, (queries, details)
     assert len(client.search("q-errors", [good], k=2)[0]) == 2
+
+
+def test_packed_results_are_the_hits_without_their_messages(client):
+    """SearchRequest.packed: per query the same ids and scores as the hits, on every search path
+    (plain, past tombstones, label filter, by id, fewer items than k, concurrent calls)."""
+    client.create_collection("packed", metric="l2")
+    base, assign = clustered(400, seed=8)
+    fill(client, "packed", base, assign % 3)
+    queries = [base[5], base[17] + 0.1, ById("id10")]
+
+    def same(**options):
+        hits = client.search("packed", queries, k=12, **options)
+        packed = client.search_packed("packed", queries, k=12, **options)
+        assert [ids for ids, _ in packed] == [[h.id for h in row] for row in hits]
+        for (_, scores), row in zip(packed, hits, strict=True):
+            assert scores.dtype == np.float32
+            np.testing.assert_array_equal(scores, np.array([h.score for h in row], np.float32))
+        return packed
+
+    assert [len(ids) for ids, _ in same()] == [12, 12, 12]
+    assert "id10" not in same()[2][0]
+    assert all(assign[int(i[2:])] % 3 == 1 for i in same(label_filter=["1"])[0][0])
+    client.delete("packed", [f"id{i}" for i in range(0, 400, 3)])  # tombstones: over-fetched past
+    assert all(int(i[2:]) % 3 for ids, _ in same() for i in ids)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # calls in flight together: the search pool
+        list(pool.map(lambda _: same(), range(8)))
+    client.create_collection("packed-few")
+    fill(client, "packed-few", base[:3])
+    assert [len(ids) for ids, _ in client.search_packed("packed-few", [base[0]], k=10)] == [3]
+
+    request = pb.SearchRequest(
+        collection="packed", queries=[query(base[0])], packed=True, include_metadata=True
+    )
+    code, details = status_of(lambda: client.searcher.Search(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "packed results carry ids and scores only" in details

@@ -10,6 +10,7 @@ import pytest
 
 from embedserve.errors import AlreadyExists, InvalidArgument, NotFound
 from embedserve.store import CollectionSpec, Hit, Store, StoredItem, UpsertResult
+from embedserve.store import collection as collection_module
 from embedserve.store import store as store_module
 from tests.store.conftest import brute_force, ids_for, random_vectors, spec, upsert_plain
 
@@ -486,3 +487,27 @@ def test_set_labels_is_all_or_nothing_and_a_prediction_never_changes_a_label(sto
     assert c.stats().labelled_count == 1 and c.stats().predicted_count == 2
     hits = c.search(random_vectors(1, 4), 3, predicted={"z"}, min_confidence=0.85)[0]
     assert [h.id for h in hits] == ["id0"] and hits[0].predicted_label == "z"
+
+
+def test_search_now_answers_cheap_searches_at_once_and_never_waits(store):
+    c = store.create(spec("now", dim=16))
+    x = random_vectors(300, 16)
+    upsert_plain(c, ids_for(300), x, labels=[f"l{i % 3}" for i in range(300)])
+    q = random_vectors(2, 16, seed=1)
+    now = c.search_now(q, 5, labels={"l1"}, exclude=["id1", None])
+    if c.backend == "milvus":
+        assert now is None  # a network call: always the search pool
+        return
+    assert now == c.search(q, 5, labels={"l1"}, exclude=["id1", None])
+    with pytest.raises(InvalidArgument):
+        c.search_now(q[:, :8], 5)  # bad input raises, as from search
+    # a writer holding (or waiting for) the collection: nothing is done rather than wait
+    c._rw._writers_waiting += 1
+    try:
+        assert _prompt(lambda: c.search_now(q, 5)) is None
+    finally:
+        c._rw._writers_waiting -= 1
+    assert c.search_now(q, 5) is not None
+    # more work than INLINE_SEARCH_FLOPS: the pool's
+    many = np.repeat(q, 1 + collection_module.INLINE_SEARCH_FLOPS // (300 * 16), axis=0)
+    assert c.search_now(many, 5) is None
