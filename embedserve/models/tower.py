@@ -15,7 +15,7 @@ from embedserve.metric import l2_normalize
 from embedserve.models.batcher import Batcher
 from embedserve.models.bundle import ImageTowerSpec, Manifest, TextTowerSpec
 from embedserve.models.image import ImagePreprocessor
-from embedserve.models.runtime import TowerSession
+from embedserve.models.runtime import CUDA, TowerSession
 from embedserve.models.text import TextPreprocessor, pool_tokens
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -84,6 +84,9 @@ class Tower:
             on_batch=on_batch,
             item_size=len if text else None,  # a text's cost is its padded length
             max_batch_cost=config.max_batch_tokens if text else 0,
+            # on a GPU a second batch's host-side work (padding, the copy in, the copy out)
+            # overlaps the first's kernels; on CPU one ORT call already uses every core
+            max_concurrent_batches=2 if self.session.execution_provider == CUDA else 1,
         )
 
     @property

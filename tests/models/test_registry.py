@@ -215,6 +215,7 @@ def test_lookup_and_health(registry: ModelRegistry, bundle_dirs) -> None:
     tower = registry.get("tiny-clip").towers["image"]
     assert tower.session.execution_provider == "CPUExecutionProvider"
     assert tower.max_batch_size == 32 and tower.modality == "image"
+    assert tower.batcher.max_concurrent_batches == 1  # on CPU one ORT call already uses every core
     assert not registry.healthy
 
     async def body() -> None:
@@ -258,9 +259,13 @@ def test_cuda_is_really_used(bundle_dirs, executors) -> None:
     model = registry.get("tiny-clip")
     for tower in model.towers.values():
         assert tower.session.execution_provider == "CUDAExecutionProvider"
+        assert tower.batcher.max_concurrent_batches == 2  # host work of one batch beside another's kernels
 
     async def body() -> None:
         out = await model.embed([TextInput("cat"), ImageInput(encode_image(random_image(0)))])
         assert out.shape == (2, 16)
+        many = [ImageInput(encode_image(random_image(i))) for i in range(100)]
+        together = await asyncio.gather(*(model.embed(many[i : i + 10]) for i in range(0, 100, 10)))
+        np.testing.assert_allclose(np.concatenate(together), await model.embed(many), atol=1e-4)
 
     run(registry, body)
