@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -39,6 +40,12 @@ from embedserve.errors import DeadlineExceeded, EmbedServeError, Unavailable
 log = logging.getLogger("embedserve.models")
 
 T = TypeVar("T")
+
+# run_alone(inline=True) runs on the caller's thread when this batcher's lone runs have cost
+# under this for the items asked: a call that arrives meanwhile waits at most about this long
+# (small models: the bench CNN or the digits encoder take ~1 ms an image; a ResNet-18 at
+# 224x224 takes ~30 ms on 2 cores and always goes to the executor)
+INLINE_RUN_S = 0.005
 
 
 @dataclass(eq=False)
@@ -112,6 +119,7 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
         self._busy = 0  # batches running: the worker's and run_alone's
+        self._item_s: float | None = None  # seconds per item of recent lone runs (run_alone)
 
     @property
     def queue_depth(self) -> int:
@@ -164,11 +172,17 @@ class Batcher:
         finally:
             self._retire(request)  # no-op unless cancelled: drop its unbatched items
 
-    async def run_alone(self, count: int, fn: Callable[[], T], deadline: float | None = None) -> T | None:
-        """Run ``fn`` (one request's ``count`` items, preprocessed and run as one batch) in the
-        executor now if the batcher is idle and they fit one batch; None, having run nothing, if
-        not (then ``submit`` them). A deadline that passes while ``fn`` runs fails the call with
-        DeadlineExceeded at that moment (``fn`` finishes unobserved)."""
+    async def run_alone(
+        self, count: int, fn: Callable[[], T], deadline: float | None = None, *, inline: bool = False
+    ) -> T | None:
+        """Run ``fn`` (one request's ``count`` items, preprocessed and run as one batch) now if the
+        batcher is idle and they fit one batch; None, having run nothing, if not (then ``submit``
+        them). ``fn`` runs in the executor, where a deadline that passes while it runs fails the
+        call with DeadlineExceeded at that moment (``fn`` finishes unobserved); or, with
+        ``inline`` (the caller has nothing else to do meanwhile: the server passes it for a
+        call alone in flight) and when this batcher's lone runs have cost under
+        ``INLINE_RUN_S`` for that many items, on the caller's thread, which saves the hand-off
+        to the executor and back (on the bench machine more CPU than a small model's run)."""
         if self._queue or self._busy >= self.max_concurrent_batches or count > self.max_batch_size:
             return None
         if not self.healthy:
@@ -177,8 +191,14 @@ class Batcher:
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"{self.name}: deadline exceeded before queueing")
         loop = asyncio.get_running_loop()
+        timed = functools.partial(self._timed, count, fn)
         self._busy += 1
-        done = self.executor.submit(fn)
+        if inline and self._item_s is not None and count * self._item_s <= INLINE_RUN_S:
+            try:
+                return _checked(self.name, count, timed)
+            finally:
+                self._batch_done()
+        done = self.executor.submit(timed)
         result = asyncio.wrap_future(done, loop=loop)
         expired = False
 
@@ -197,11 +217,8 @@ class Batcher:
                     f"{self.name}: deadline exceeded during inference ({waited:.0f} ms)"
                 ) from None
             raise
-        except EmbedServeError:
-            raise
         except Exception as e:
-            log.exception("%s: batch of %d failed", self.name, count)
-            raise EmbedServeError(f"{self.name}: inference failed: {type(e).__name__}: {e}") from None
+            raise _inference_error(self.name, count, e) from None
         finally:
             if timer is not None:
                 timer.cancel()
@@ -209,6 +226,14 @@ class Batcher:
                 self._batch_done()
             else:  # abandoned (deadline, cancelled call): the slot is free once fn really ends
                 done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._batch_done))
+
+    def _timed(self, count: int, fn: Callable[[], T]) -> T:
+        """``fn()``, folding its seconds per item into this batcher's estimate for lone runs."""
+        started = time.perf_counter()
+        out = fn()
+        per_item = (time.perf_counter() - started) / max(count, 1)
+        self._item_s = per_item if self._item_s is None else 0.8 * self._item_s + 0.2 * per_item
+        return out
 
     def _batch_done(self) -> None:
         self._busy -= 1
@@ -318,11 +343,8 @@ class Batcher:
                     raise EmbedServeError(
                         f"{self.name}: batch of {len(batch.items)} returned {shape}, expected [N, D]"
                     )
-            except EmbedServeError as e:
-                error: BaseException = e
             except Exception as e:
-                log.exception("%s: batch of %d failed", self.name, len(batch.items))
-                error = EmbedServeError(f"{self.name}: inference failed: {type(e).__name__}: {e}")
+                error: BaseException = _inference_error(self.name, len(batch.items), e)
             else:
                 self._deliver(batch, out)
                 return
@@ -358,3 +380,19 @@ class Batcher:
         for request in list(self._queue):
             self._fail(request, Unavailable(f"{self.name}: batch worker stopped"))
         self._queue.clear()
+
+
+def _checked(name: str, count: int, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except Exception as e:
+        raise _inference_error(name, count, e) from None
+
+
+def _inference_error(name: str, count: int, error: Exception) -> EmbedServeError:
+    """A run's exception as the caller sees it: typed errors (an item's) as they are, anything
+    else logged and reported as the inference failing."""
+    if isinstance(error, EmbedServeError):
+        return error
+    log.error("%s: batch of %d failed", name, count, exc_info=error)
+    return EmbedServeError(f"{name}: inference failed: {type(error).__name__}: {error}")

@@ -51,11 +51,15 @@ class Model:
         """Embed a mixed list of inputs → float32 [len(inputs), dim], in input order (see ``encode``)."""
         return (await self.encode(inputs, deadline=deadline)).vectors
 
-    async def encode(self, inputs: list[ModelInput], *, deadline: float | None = None) -> Embedded:
+    async def encode(
+        self, inputs: list[ModelInput], *, deadline: float | None = None, inline: bool = False
+    ) -> Embedded:
         """Embed a mixed list of inputs; also report which texts were truncated.
 
         All-or-nothing: the first bad item (by index) fails the call as a typed
         error "item i: ..."; nothing is computed unless every item is valid.
+        ``inline``: the caller has nothing else to do meanwhile (a call alone in the server),
+        so a small lone request may run on its thread (``Batcher.run_alone``).
         """
         by_modality: dict[str, list[int]] = {"image": [], "text": []}
         for i, item in enumerate(inputs):
@@ -84,7 +88,7 @@ class Model:
             tower, positions = self.towers[used[0]], by_modality[used[0]]
             raw = [_raw(inputs[i]) for i in positions]
             alone = await tower.batcher.run_alone(
-                len(raw), functools.partial(tower.embed_alone, raw, positions), deadline
+                len(raw), functools.partial(tower.embed_alone, raw, positions), deadline, inline=inline
             )
             if alone is not None:
                 out[positions], truncated = alone

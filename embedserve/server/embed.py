@@ -24,7 +24,8 @@ class EmbedService(pb_grpc.EmbedServiceServicer):
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
         model = self.parts.model(request.model)
         inputs = [input_content(inp, i) for i, inp in enumerate(request.inputs)]
-        embedded = await model.encode(inputs, deadline=deadline_of(context))
+        # alone in flight, nothing waits for the event loop: a small model's run may happen on it
+        embedded = await model.encode(inputs, deadline=deadline_of(context), inline=self.parts.in_flight == 1)
         return pb.EmbedResponse(
             model=model.name, embeddings=array_to_tensor(embedded.vectors), truncated=embedded.truncated
         )

@@ -327,3 +327,32 @@ def test_run_alone_deadline_errors_and_stop(pool) -> None:
             await b.run_alone(1, lambda: "stopped")
 
     asyncio.run(main())
+
+
+def test_run_alone_inline_runs_small_lone_requests_on_the_callers_thread(pool) -> None:
+    b = batcher(rows, pool)
+
+    def where() -> int:
+        return threading.get_ident()
+
+    def slow() -> int:
+        time.sleep(0.02)  # 4x INLINE_RUN_S per item: too slow to hold the caller's thread
+        return threading.get_ident()
+
+    async def main() -> None:
+        b.start()
+        here = threading.get_ident()
+        assert await b.run_alone(1, where, inline=True) != here  # no estimate yet: the executor
+        assert await b.run_alone(1, where, inline=True) == here  # measured cheap: the caller's thread
+        assert await b.run_alone(1, where) != here  # the caller did not offer its thread
+        assert await b.run_alone(9, where, inline=True) is None  # more than a batch
+        for _ in range(3):
+            await b.run_alone(1, slow, inline=True)  # the estimate follows the runs
+        assert await b.run_alone(1, where, inline=True) != here
+        with pytest.raises(EmbedServeError, match="inference failed: ZeroDivisionError"):
+            b._item_s = 0.0
+            await b.run_alone(1, lambda: 1 / 0, inline=True)
+        assert b._busy == 0
+        await b.stop()
+
+    asyncio.run(main())
