@@ -48,6 +48,23 @@ T = TypeVar("T")
 INLINE_RUN_S = 0.005
 
 
+@dataclass
+class BatcherStats:
+    """Running totals of one batcher, read at scrape time (``embedserve.server.metrics``): busy
+    seconds over wall time is its utilisation; wait seconds over requests its mean queue delay."""
+
+    batches: int = 0  # runs of the model: queued batches and lone runs
+    items: int = 0
+    busy_seconds: float = 0.0  # summed wall time of those runs (a lone run's preprocessing included)
+    requests: int = 0  # requests that reached a batch or a lone run
+    wait_seconds: float = 0.0  # summed time from arrival to the first batch (0 for a lone run)
+
+    def ran(self, items: int, seconds: float) -> None:
+        self.batches += 1
+        self.items += items
+        self.busy_seconds += seconds
+
+
 @dataclass(eq=False)
 class _Request:
     items: list[Any]
@@ -120,6 +137,7 @@ class Batcher:
         self._stopping = False
         self._busy = 0  # batches running: the worker's and run_alone's
         self._item_s: float | None = None  # seconds per item of recent lone runs (run_alone)
+        self.stats = BatcherStats()
 
     @property
     def queue_depth(self) -> int:
@@ -231,9 +249,19 @@ class Batcher:
         """``fn()``, folding its seconds per item into this batcher's estimate for lone runs."""
         started = time.perf_counter()
         out = fn()
-        per_item = (time.perf_counter() - started) / max(count, 1)
+        seconds = time.perf_counter() - started
+        per_item = seconds / max(count, 1)
         self._item_s = per_item if self._item_s is None else 0.8 * self._item_s + 0.2 * per_item
+        self.stats.ran(count, seconds)
+        self.stats.requests += 1
         return out
+
+    def _run_timed(self, items: list[Any]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self.run_batch(items)
+        finally:
+            self.stats.ran(len(items), time.perf_counter() - started)
 
     def _batch_done(self) -> None:
         self._busy -= 1
@@ -299,6 +327,7 @@ class Batcher:
 
     def _take(self) -> _Batch:
         batch = _Batch()
+        now = time.monotonic()
         while self._queue and len(batch.items) < self.max_batch_size:
             request = self._queue[0]
             if request.taken == len(request.items):
@@ -309,6 +338,9 @@ class Batcher:
                 count = self._within_cost(batch, request, count)
                 if count == 0:
                     break
+            if request.taken == 0:  # its first items into a batch: its time in the queue ends
+                self.stats.requests += 1
+                self.stats.wait_seconds += now - request.arrived
             batch.parts.append(_Part(request, request.taken, count, len(batch.items)))
             batch.items.extend(request.items[request.taken : request.taken + count])
             request.taken += count
@@ -337,7 +369,7 @@ class Batcher:
                     log.exception("%s: on_batch callback failed", self.name)
             loop = asyncio.get_running_loop()
             try:
-                out = await loop.run_in_executor(self.executor, self.run_batch, batch.items)
+                out = await loop.run_in_executor(self.executor, self._run_timed, batch.items)
                 if not isinstance(out, np.ndarray) or out.ndim != 2 or len(out) != len(batch.items):
                     shape = getattr(out, "shape", type(out).__name__)
                     raise EmbedServeError(

@@ -170,7 +170,7 @@ class EmbedServer:
         except BaseException:
             await self._server.stop(0)  # a bad bundle or device: close the port, report, exit
             raise
-        self.metrics.add_gauges(self._queue_depths, self._collection_sizes)
+        self.metrics.add_gauges(self._queue_depths, self._collection_sizes, self._batcher_stats)
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self.config.metrics_port)
@@ -201,6 +201,11 @@ class EmbedServer:
         for model in self.registry.list():
             for modality, tower in model.towers.items():
                 yield model.name, modality, tower.queue_depth
+
+    def _batcher_stats(self):
+        for model in self.registry.list():
+            for modality, tower in model.towers.items():
+                yield model.name, modality, tower.batcher.stats
 
     def _collection_sizes(self):
         for collection in self.store.list():

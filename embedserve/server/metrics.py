@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from embedserve.models.batcher import BatcherStats
 
 
 class Metrics:
@@ -49,18 +51,21 @@ class Metrics:
         self,
         queue_depths: Callable[[], Iterable[tuple[str, str, int]]],
         collection_sizes: Callable[[], Iterable[tuple[str, int, int]]],
+        batcher_stats: Callable[[], Iterable[tuple[str, str, BatcherStats]]] = lambda: (),
     ) -> None:
-        """Gauges read at scrape time: (model, tower, depth) and (collection, items, bytes)."""
-        self.registry.register(_Gauges(queue_depths, collection_sizes))
+        """Read at scrape time: (model, tower, depth), (collection, items, bytes) and
+        (model, tower, the batcher's running totals)."""
+        self.registry.register(_Gauges(queue_depths, collection_sizes, batcher_stats))
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
 
 class _Gauges(Collector):
-    def __init__(self, queue_depths, collection_sizes) -> None:
+    def __init__(self, queue_depths, collection_sizes, batcher_stats) -> None:
         self._queue_depths = queue_depths
         self._collection_sizes = collection_sizes
+        self._batcher_stats = batcher_stats
 
     def collect(self):
         depth = GaugeMetricFamily(
@@ -80,3 +85,23 @@ class _Gauges(Collector):
         yield depth
         yield items
         yield size
+        # the batchers' totals: rate(busy_seconds) is a tower's utilisation (1 = a model run at
+        # every moment), rate(wait_seconds) / rate(requests) its mean queue delay
+        totals = {
+            "runs": ("Model runs: batches and lone requests (Batcher.run_alone)", "batches"),
+            "items": ("Inputs run", "items"),
+            "busy_seconds": (
+                "Wall seconds spent in model runs (preprocessing of lone requests included)",
+                "busy_seconds",
+            ),
+            "requests": ("Requests that reached a model run", "requests"),
+            "wait_seconds": ("Seconds requests waited in the queue before their first batch", "wait_seconds"),
+        }
+        families = {
+            key: CounterMetricFamily(f"embedserve_batcher_{key}", text, labels=["model", "tower"])
+            for key, (text, _) in totals.items()
+        }
+        for model, tower, stats in self._batcher_stats():
+            for key, (_, attr) in totals.items():
+                families[key].add_metric([model, tower], getattr(stats, attr))
+        yield from families.values()

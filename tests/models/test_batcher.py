@@ -356,3 +356,26 @@ def test_run_alone_inline_runs_small_lone_requests_on_the_callers_thread(pool) -
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_stats_count_runs_items_busy_time_and_queue_wait(pool) -> None:
+    run = Recorder()
+    b = batcher(run, pool, max_batch_size=4, max_delay_ms=0)
+
+    async def main() -> None:
+        b.start()
+        assert await b.run_alone(2, lambda: "x") == "x"
+        run.release.clear()
+        first = asyncio.ensure_future(b.submit([(0, 0)]))
+        await wait_for(run.entered.is_set)
+        later = asyncio.ensure_future(b.submit([(1, j) for j in range(6)]))  # waits, then 2 batches
+        await asyncio.sleep(0.05)
+        run.release.set()
+        await asyncio.gather(first, later)
+        await b.stop()
+
+    asyncio.run(main())
+    stats = b.stats
+    assert (stats.batches, stats.items, stats.requests) == (4, 9, 3)
+    assert stats.busy_seconds >= 0.04  # the held batch
+    assert stats.wait_seconds >= 0.04  # the request queued behind it

@@ -60,6 +60,15 @@ def test_metrics_endpoint(bundles, tmp_path):
     assert 'embedserve_batch_size_count{model="tiny-text",tower="text"} 1.0' in text
     assert 'embedserve_collection_items{collection="m"} 1.0' in text
     assert 'embedserve_queue_depth{model="tiny-image",tower="image"} 0.0' in text
+    # the batchers' totals: one text run of one input, by one request
+    assert 'embedserve_batcher_runs_total{model="tiny-text",tower="text"} 1.0' in text
+    assert 'embedserve_batcher_items_total{model="tiny-text",tower="text"} 1.0' in text
+    assert 'embedserve_batcher_requests_total{model="tiny-text",tower="text"} 1.0' in text
+    busy = float(
+        text.split('embedserve_batcher_busy_seconds_total{model="tiny-text",tower="text"} ')[1].split()[0]
+    )
+    assert 0 < busy < 5
+    assert 'embedserve_batcher_runs_total{model="tiny-image",tower="image"} 0.0' in text
 
 
 def test_not_serving_until_ready(bundles, tmp_path):
