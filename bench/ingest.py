@@ -52,6 +52,8 @@ def main() -> None:
         server.start()
         assert server.proc is not None
         rates, costs, raw = [], [], []
+        empty_mb = server.rss_mb()
+        kept_mb = None
         try:
             with Client(server.target, timeout=None) as client:
                 for r in range(args.rounds):
@@ -75,6 +77,9 @@ def main() -> None:
                         f"round {r}: raw FAISS {raw[-1]:,.0f} vectors/s, server {rates[-1]:,.0f} vectors/s "
                         f"({rates[-1] / raw[-1]:.3f}x), server CPU {costs[-1]:.1f} us/vector"
                     )
+                    if r == args.rounds - 1:
+                        time.sleep(2)  # any snapshot the round triggered has finished
+                        kept_mb = server.rss_mb()
                     client.delete_collection(name)
         finally:
             server.stop()
@@ -84,6 +89,14 @@ def main() -> None:
         f"{statistics.median(costs):.1f} us of server CPU per vector ({args.n:,} x {args.dim}, "
         f"{args.batch} per message)"
     )
+    if kept_mb is not None and empty_mb is not None:
+        raw_mb = args.n * args.dim * 4 / 2**20
+        print(
+            f"memory with the last round's collection held: server RSS {kept_mb:,.0f} MiB, of which "
+            f"{kept_mb - empty_mb:,.0f} over the empty server's {empty_mb:,.0f}, for {raw_mb:,.0f} MiB of "
+            f"vectors: {(kept_mb - empty_mb) / raw_mb:.2f}x the raw vector bytes ({kept_mb / raw_mb:.2f}x "
+            "counting the whole process)"
+        )
 
 
 if __name__ == "__main__":

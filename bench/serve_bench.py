@@ -1,10 +1,26 @@
-"""Server vs raw ONNX Runtime, server vs raw FAISS: measured side by side in one run.
+"""The server against the raw libraries and a peer, side by side in one run (interleaved rounds, medians).
 
-    python bench/serve_bench.py                 # a generated 4-conv CNN bundle, 64x64 RGB
-    python bench/serve_bench.py --models models/digits-simclr
+    python bench/serve_bench.py                        # the bench CNN (64x64) and a ResNet-18 (224x224)
+    python bench/serve_bench.py --model cnn --rounds 5 # one model
+    python bench/serve_bench.py --peers                # + Milvus Lite (pymilvus) beside FAISS and the server
 
-Prints throughputs and the ratios server / raw. These machines are shared and
-noisy: compare ratios from one run, not absolute numbers across runs.
+Embed, for each model (random weights: cost, not quality, is measured), against the best raw
+pipeline on the same cores: decode + preprocess (embedserve's own preprocessor, on a pool of one
+thread per core) overlapped with ONNX Runtime on the previous batch, at the best of batch sizes
+8/32/64 (a 1-image request is set against one image at a time). The server is measured from 1 and
+16 client processes sending 1 and 32 PNGs per request. The clients share these cores, so beside
+images/s go CPU ms per image: the raw process's, and the server process's (utime + stime); the
+CPU ratio (raw CPU per image / server CPU per image) is the comparison the clients do not skew.
+
+Floor: a bare grpc.aio echo server (1 client, 64-byte messages): req/s and CPU per request.
+
+Search, over N clustered 128-d vectors (default 20,000), k = 10, one client: raw FAISS (IndexFlatIP,
+one OpenMP thread, its SIMD scan for one query and BLAS for 64) against Search with hits and with
+``packed`` results. With ``--peers``: Milvus Lite through pymilvus in this process (its local
+server; FLAT index, COSINE), for ingest rate, queries/s and recall@10 beside raw FAISS and the
+server (UpsertStream into a Flat collection).
+
+These machines are shared and noisy: read the ratios of one run, not absolute numbers across runs.
 """
 
 from __future__ import annotations
@@ -15,11 +31,15 @@ import json
 import multiprocessing
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -29,52 +49,26 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from request_overhead import ECHO_SERVER  # noqa: E402
+from server_process import free_port  # noqa: E402
 
 from embedserve.client import Client, item  # noqa: E402
 from embedserve.models.bundle import load_manifest  # noqa: E402
 from embedserve.models.image import ImagePreprocessor  # noqa: E402
-from embedserve.store import tune_faiss  # noqa: E402
+
+CLIENT_SHAPES = ((1, 1), (16, 1), (1, 32), (16, 32))  # (client processes, images per request)
 
 
-def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:
-    """A 4-conv CNN (random weights) of realistic cost: conv-relu x4 with stride 2, global pool, linear."""
+# --------------------------------------------------------------------------- bench models
+def _onnx_model(name: str, nodes, inits, size: int, dim: int):
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    rng = np.random.default_rng(0)
-    chans = [3, 32, 64, 128, 128]
-    nodes, inits, x = [], [], "pixels"
-    for i in range(4):
-        w = (rng.standard_normal((chans[i + 1], chans[i], 3, 3)) * np.sqrt(2 / (9 * chans[i]))).astype(
-            np.float32
-        )
-        inits += [
-            numpy_helper.from_array(w, f"w{i}"),
-            numpy_helper.from_array(np.zeros(chans[i + 1], np.float32), f"b{i}"),
-        ]
-        nodes += [
-            helper.make_node(
-                "Conv",
-                [x, f"w{i}", f"b{i}"],
-                [f"c{i}"],
-                kernel_shape=[3, 3],
-                pads=[1, 1, 1, 1],
-                strides=[2, 2],
-            ),
-            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
-        ]
-        x = f"r{i}"
-    inits.append(
-        numpy_helper.from_array((rng.standard_normal((128, dim)) / np.sqrt(128)).astype(np.float32), "fc")
-    )
-    nodes += [
-        helper.make_node("GlobalAveragePool", [x], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "fc"], ["embedding"]),
-    ]
     graph = helper.make_graph(
         nodes,
-        "bench-cnn",
+        name,
         [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])],
         initializer=inits,
@@ -82,12 +76,114 @@ def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    out = root / "bench-cnn"
+    return model
+
+
+class _Graph:
+    """Builds conv nets node by node (random He-initialised weights, biases folded in: no BatchNorm)."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+        self.rng = np.random.default_rng(0)
+        self.n = 0
+
+    def _name(self, kind: str) -> str:
+        self.n += 1
+        return f"{kind}{self.n}"
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, relu: bool = True) -> str:
+        from onnx import helper, numpy_helper
+
+        w = (self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (k * k * cin))).astype(np.float32)
+        wn, bn, out = self._name("w"), self._name("b"), self._name("conv")
+        self.inits += [
+            numpy_helper.from_array(w, wn),
+            numpy_helper.from_array(np.zeros(cout, np.float32), bn),
+        ]
+        pad = k // 2
+        self.nodes.append(
+            helper.make_node(
+                "Conv", [x, wn, bn], [out], kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride]
+            )
+        )
+        return self.relu(out) if relu else out
+
+    def relu(self, x: str) -> str:
+        from onnx import helper
+
+        out = self._name("relu")
+        self.nodes.append(helper.make_node("Relu", [x], [out]))
+        return out
+
+    def add(self, a: str, b: str) -> str:
+        from onnx import helper
+
+        out = self._name("add")
+        self.nodes.append(helper.make_node("Add", [a, b], [out]))
+        return out
+
+    def head(self, x: str, width: int, dim: int) -> None:
+        from onnx import helper, numpy_helper
+
+        fc = (self.rng.standard_normal((width, dim)) / np.sqrt(width)).astype(np.float32)
+        self.inits.append(numpy_helper.from_array(fc, "fc"))
+        self.nodes += [
+            helper.make_node("GlobalAveragePool", [x], ["gap"]),
+            helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "fc"], ["embedding"]),
+        ]
+
+
+def cnn_graph(size: int, dim: int) -> tuple[_Graph, int]:
+    """4 conv-relu layers with stride 2, global pool, linear: the bench CNN (< 1 ms per image)."""
+    g, x, chans = _Graph(), "pixels", [3, 32, 64, 128, 128]
+    for i in range(4):
+        x = g.conv(x, chans[i], chans[i + 1], 3, 2)
+    g.head(x, 128, dim)
+    return g, size
+
+
+def resnet18_graph(size: int, dim: int) -> tuple[_Graph, int]:
+    """ResNet-18's layers (11.7M weights, ~1.8 GFLOPs at 224x224): conv7x7/2, max pool, 4 stages of
+    two basic blocks (64, 128, 256, 512 channels), global pool, linear to ``dim``."""
+    from onnx import helper
+
+    g = _Graph()
+    x = g.conv("pixels", 3, 64, 7, 2)
+    g.nodes.append(
+        helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2])
+    )
+    x, cin = "pool", 64
+    for stage, cout in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = g.conv(x, cin, cout, 3, stride)
+            y = g.conv(y, cout, cout, 3, 1, relu=False)
+            shortcut = g.conv(x, cin, cout, 1, stride, relu=False) if stride != 1 or cin != cout else x
+            x, cin = g.relu(g.add(y, shortcut)), cout
+    g.head(x, 512, dim)
+    return g, size
+
+
+MODELS: dict[str, tuple[Callable[[int, int], tuple[_Graph, int]], int]] = {
+    "cnn": (cnn_graph, 64),
+    "resnet18": (resnet18_graph, 224),
+}
+
+
+def build_bundle(root: Path, kind: str, dim: int = 128) -> Path:
+    import onnx
+
+    make, size = MODELS[kind]
+    g, size = make(size, dim)
+    name = f"bench-{kind}"
+    out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, out / "image.onnx")
+    onnx.save(_onnx_model(name, g.nodes, g.inits, size, dim), out / "image.onnx")
     manifest = {
         "format_version": 1,
-        "name": "bench-cnn",
+        "name": name,
         "version": "1",
         "dim": dim,
         "metric": "cosine",
@@ -107,29 +203,20 @@ def build_cnn_bundle(root: Path, size: int = 64, dim: int = 128) -> Path:
     return out
 
 
-def start_server(models: Path, data: Path, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "embedserve",
-        "serve",
-        "--port",
-        "0",
-        "--models",
-        str(models),
-        "--data",
-        str(data),
-        "--device",
-        "cpu",
-        "--log-level",
-        "INFO",
-    ]
-    if threads:
-        cmd += ["--intra-op-threads", str(threads)]
-    cmd += extra
+# --------------------------------------------------------------------------- processes
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(models: list[Path], data: Path) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "embedserve", "serve", "--port", "0", "--data", str(data), "--device", "cpu"]
+    for m in models:
+        cmd += ["--models", str(m)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
+    assert proc.stderr is not None
     target = None
     for line in proc.stderr:
         if "listening on" in line:
@@ -142,8 +229,52 @@ def start_server(models: Path, data: Path, threads: int, extra: list[str]) -> tu
     return proc, target
 
 
-def rate(fn, n_items: int, seconds: float) -> float:
-    """Items per second of repeated fn() calls over about ``seconds`` (after one warm-up call)."""
+def _client_job(args) -> tuple[int, float, int]:
+    """One client process: repeat one call for ``seconds``; (items done in that time, elapsed, items
+    sent in all: the warm-up call and the one in flight at the end included)."""
+    target, kind, payload, seconds = args
+    with Client(target) as c:
+        if kind == "embed":
+            call = lambda: c.embed(payload[0], model=payload[1])  # noqa: E731
+        elif kind == "packed":
+            call = lambda: c.search_packed(payload[0], payload[1], k=10)  # noqa: E731
+        else:
+            call = lambda: c.search(payload[0], payload[1], k=10, include_metadata=False)  # noqa: E731
+        n = len(payload[0]) if kind == "embed" else len(payload[1])
+        call()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            call()
+            done += n
+        return done, time.perf_counter() - start, done + n
+
+
+def _ready(_: int) -> None:
+    time.sleep(0.5)
+
+
+class Clients:
+    """A pool of client processes kept for the whole run (spawned once: no start-up in any figure)."""
+
+    def __init__(self, n: int) -> None:
+        self.pool = multiprocessing.get_context("spawn").Pool(n)
+        # every worker up and its imports done, before any timing
+        self.pool.map(_ready, range(n), chunksize=1)
+
+    def rate(self, server_pid: int, target: str, kind: str, payload, clients: int, seconds: float):
+        """(items/s over ``clients`` processes, server CPU seconds per item: its CPU over the whole
+        measurement, warm-up calls included, over every item it was sent)."""
+        before = cpu_seconds(server_pid)
+        results = self.pool.map(_client_job, [(target, kind, payload, seconds)] * clients)
+        done, sent = sum(d for d, _, _ in results), sum(s for _, _, s in results)
+        return done / max(t for _, t, _ in results), (cpu_seconds(server_pid) - before) / sent
+
+    def close(self) -> None:
+        self.pool.terminate()
+
+
+def timed(fn: Callable[[], object], n_items: int, seconds: float) -> float:
+    """Items per second of repeated fn() over about ``seconds``, after one warm-up call."""
     fn()
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -152,130 +283,307 @@ def rate(fn, n_items: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _client_worker(args) -> tuple[int, float]:
-    """One client process: repeat one call for ``seconds``; (items done, elapsed)."""
-    target, kind, payload, n_items, seconds = args
-    with Client(target) as c:
-        if kind == "embed":
-            call = lambda: c.embed(payload)  # noqa: E731
-        else:
-            call = lambda: c.search(kind, payload, k=10, include_metadata=False)  # noqa: E731
-        call()
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            call()
-            done += n_items
-        return done, time.perf_counter() - start
-
-
-def concurrent_rate(target: str, kind: str, payload: list, clients: int, seconds: float) -> float:
-    """Items/s over ``clients`` client processes (separate processes: no shared GIL on the client side)."""
-    jobs = [(target, kind, payload, len(payload), seconds)] * clients
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        results = pool.map(_client_worker, jobs)
-    return sum(d for d, _ in results) / max(t for _, t in results)
-
-
-def png(rng, size) -> bytes:
+# --------------------------------------------------------------------------- embed
+def png(rng, size: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def bench_embed(target: str, bundle: Path, seconds: float, threads: int) -> list[tuple[str, float]]:
-    manifest = load_manifest(bundle)
-    spec = manifest.image
-    rng = np.random.default_rng(0)
-    images = [png(rng, spec.size[0]) for _ in range(64)]
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(spec.file), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    pre = ImagePreprocessor(spec, max_image_bytes=1 << 30, max_image_pixels=1 << 30)
-    pixels = np.stack([pre.preprocess(b, i) for i, b in enumerate(images)])
-    raw = {}
-    for bs in (1, 8, 32, 64):
-        batch = pixels[:bs]
-        raw[bs] = rate(lambda batch=batch: session.run(None, {name: batch}), bs, seconds)
-    best_bs = max(raw, key=raw.get)
-    decode = rate(lambda: [pre.preprocess(b, 0) for b in images[:32]], 32, seconds)
-    rows = [(f"raw ORT batch {bs} (pre-decoded)", r) for bs, r in raw.items()]
-    rows.append(("raw decode+preprocess, 1 thread", decode))
-    best = raw[best_bs]
-    rows.append((f"raw ORT best (batch {best_bs})", best))
-    for clients, per_request in ((1, 1), (16, 1), (1, 32), (16, 32)):
-        r = concurrent_rate(target, "embed", images[:per_request], clients, seconds)
-        rows.append((f"gRPC Embed {clients:>2} client(s) x {per_request:>2} img/request", r, r / best))
-    return rows
+class RawPipeline:
+    """The best raw "decode + ORT" on these cores: embedserve's preprocessor on a pool of one thread
+    per core, decoding batch i+1 while ONNX Runtime (its default threads) runs batch i."""
 
+    def __init__(self, bundle: Path, images: list[bytes]) -> None:
+        spec = load_manifest(bundle).image
+        assert spec is not None
+        self.pre = ImagePreprocessor(spec, max_image_bytes=1 << 30, max_image_pixels=1 << 30)
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(spec.file), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.images = images
+        self.pool = ThreadPoolExecutor(os.cpu_count() or 2)
 
-def bench_search(target: str, model: str, dim: int, n: int, seconds: float) -> list[tuple]:
-    rng = np.random.default_rng(1)
-    centres = rng.standard_normal((100, dim)).astype(np.float32)
-    base = centres[rng.integers(0, 100, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    queries = base[rng.integers(0, n, 64)] + 0.01
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    rows = []
-    with Client(target) as c:
-        c.create_collection("bench-flat", model=model)
-        batches = (
-            [item(str(i), vector=base[i]) for i in range(j, min(j + 2000, n))] for j in range(0, n, 2000)
+    def _decode(self, batch: list[bytes]):
+        chunk = max(1, len(batch) // (os.cpu_count() or 2))
+        parts = [batch[i : i + chunk] for i in range(0, len(batch), chunk)]
+        return self.pool.submit(
+            lambda: np.stack([a for part in self.pool.map(self._decode_part, parts) for a in part])
         )
-        t0 = time.perf_counter()
-        c.upsert_stream("bench-flat", batches)
-        upsert_rate = n / (time.perf_counter() - t0)
-    rows.append((f"gRPC UpsertStream raw vectors ({n} x {dim})", upsert_rate))
-    tune_faiss(1)  # the server's settings (faiss_threads=1, BLAS from 20 queries): same FAISS both sides
+
+    def _decode_part(self, part: list[bytes]) -> list[np.ndarray]:
+        return [self.pre.preprocess(b, i) for i, b in enumerate(part)]
+
+    def run(self, batch_size: int, seconds: float) -> tuple[float, float]:
+        """(images/s, CPU seconds per image), decode of the next batch overlapping inference of this one."""
+        batches = [self.images[i : i + batch_size] for i in range(0, len(self.images), batch_size)]
+        pending = self._decode(batches[0])
+        done, start, cpu, i = 0, time.perf_counter(), time.process_time(), 0
+        while time.perf_counter() - start < seconds:
+            pixels = pending.result()
+            i = (i + 1) % len(batches)
+            pending = self._decode(batches[i])
+            self.session.run(None, {self.input: pixels})
+            done += len(pixels)
+        pending.result()
+        return done / (time.perf_counter() - start), (time.process_time() - cpu) / done
+
+    def single(self, seconds: float) -> tuple[float, float]:
+        """(images/s, CPU seconds per image) one at a time, decode then ORT (what a 1-image request
+        asks of any server)."""
+        image = self.images[0]
+        cpu = time.process_time()
+        n = [0]
+
+        def one() -> None:
+            self.session.run(None, {self.input: self.pre.preprocess(image, 0)[None]})
+            n[0] += 1
+
+        rate = timed(one, 1, seconds)
+        return rate, (time.process_time() - cpu) / n[0]
+
+
+def bench_embed(models, clients: Clients, server, rounds: int, seconds: float) -> list[str]:
+    proc, target = server
+    lines = []
+    for bundle in models.values():
+        spec = load_manifest(bundle).image
+        rng = np.random.default_rng(0)
+        images = [png(rng, spec.size[0]) for _ in range(64)]
+        raw = RawPipeline(bundle, images)
+        name = load_manifest(bundle).name
+        shapes = {f"{c} x {n}": (c, n) for c, n in CLIENT_SHAPES}
+        raw_batch: dict[int, list[tuple[float, float]]] = {bs: [] for bs in (8, 32, 64)}
+        raw_single: list[tuple[float, float]] = []
+        served: dict[str, list[tuple[float, float]]] = {s: [] for s in shapes}
+        for r in range(rounds):
+            for bs in raw_batch:
+                raw_batch[bs].append(raw.run(bs, seconds))
+            raw_single.append(raw.single(seconds))
+            for label in shapes if r % 2 == 0 else reversed(list(shapes)):
+                c, n = shapes[label]
+                served[label].append(clients.rate(proc.pid, target, "embed", (images[:n], name), c, seconds))
+
+        def med(results: list[tuple[float, float]]) -> tuple[float, float]:
+            return statistics.median(r for r, _ in results), statistics.median(c for _, c in results)
+
+        best_bs = max(raw_batch, key=lambda bs: med(raw_batch[bs])[0])
+        best, best_cpu = med(raw_batch[best_bs])
+        single, single_cpu = med(raw_single)
+        lines += [
+            f"\n{name}: 3x{spec.size[0]}x{spec.size[1]} -> {load_manifest(bundle).dim}",
+            "| measurement | images/s | CPU ms / image (server's, for gRPC) | images/s ratio | CPU ratio |",
+            "|---|---|---|---|---|",
+            f"| raw decode + ORT, 1 image at a time | {single:,.1f} | {single_cpu * 1e3:.2f} | | |",
+            f"| raw decode + ORT pipeline, batch {best_bs} (best of 8/32/64) | {best:,.1f} | {best_cpu * 1e3:.2f} | 1.00 | 1.00 |",
+        ]
+        for label, results in served.items():
+            rate, cpu = med(results)
+            alone = shapes[label] == (1, 1)
+            base, base_cpu = (single, single_cpu) if alone else (best, best_cpu)
+            lines.append(
+                f"| gRPC Embed, {label} images/request | {rate:,.1f} | {cpu * 1e3:.2f} | {rate / base:.2f} "
+                f"| {base_cpu / cpu:.2f}{' (vs 1 at a time)' if alone else ''} |"
+            )
+        raw.pool.shutdown()
+    return lines
+
+
+# --------------------------------------------------------------------------- floor
+def bench_floor(rounds: int, seconds: float) -> list[str]:
+    import grpc
+
+    port = free_port()
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    call = grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary("/bench.Echo/Echo")
+    rates, cpus = [], []
+    try:
+        for _ in range(rounds):
+            before = cpu_seconds(echo.pid)
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                call(b"x" * 64)
+                calls += 1
+            rates.append(calls / (time.perf_counter() - start))
+            cpus.append((cpu_seconds(echo.pid) - before) / calls)
+    finally:
+        echo.kill()
+    return [
+        f"\nfloor: bare grpc.aio echo server, 1 client: {statistics.median(rates):,.0f} req/s, "
+        f"{statistics.median(cpus) * 1e6:,.0f} µs of server CPU per request"
+    ]
+
+
+# --------------------------------------------------------------------------- search and peers
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 400), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall(found: list[list[str]], truth: np.ndarray) -> float:
+    hits = sum(len(set(f) & {f"v{i}" for i in t}) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+class MilvusPeer:
+    """Milvus Lite through pymilvus, in this process: FLAT index, COSINE (the peer's own best exact setup)."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        self.client = MilvusClient(str(path))
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+        self.client.create_collection("peer", schema=schema, index_params=index)
+
+    def ingest(self, ids: list[str], base: np.ndarray) -> float:
+        start = time.perf_counter()
+        for j in range(0, len(ids), 1000):
+            rows = [{"id": ids[i], "vector": base[i].tolist()} for i in range(j, min(j + 1000, len(ids)))]
+            self.client.insert("peer", rows)
+        self.client.flush("peer")
+        self.client.load_collection("peer")
+        return len(ids) / (time.perf_counter() - start)
+
+    def search(self, q: np.ndarray) -> list[list[str]]:
+        found = self.client.search("peer", q.tolist(), limit=10, consistency_level="Strong")
+        return [[hit["id"] for hit in row] for row in found]
+
+
+def bench_search(
+    clients: Clients,
+    server,
+    model: str,
+    n: int,
+    dim: int,
+    rounds: int,
+    seconds: float,
+    peers: bool,
+    tmp: Path,
+) -> list[str]:
+    proc, target = server
+    base, queries = clustered(n, dim, 0), clustered(256, dim, 1)
+    truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+    ids = [f"v{i}" for i in range(n)]
     index = faiss.IndexFlatIP(dim)
+    start = time.perf_counter()
     index.add(base)
+    ingest = {"raw FAISS (IndexFlatIP.add, in memory)": n / (time.perf_counter() - start)}
+    with Client(target) as c:
+        c.create_collection("bench-flat", model=model, metric="ip")
+        start = time.perf_counter()
+        c.upsert_stream(
+            "bench-flat",
+            ([item(ids[i], vector=base[i]) for i in range(j, min(j + 2000, n))] for j in range(0, n, 2000)),
+        )
+        ingest["embedserve UpsertStream (durable)"] = n / (time.perf_counter() - start)
+        found = {
+            "embedserve": [ids_ for ids_, _ in c.search_packed("bench-flat", list(queries), k=10)],
+        }
+    peer = MilvusPeer(tmp / "peer.db", dim) if peers else None
+    if peer is not None:
+        ingest["Milvus Lite (pymilvus insert + flush + load)"] = peer.ingest(ids, base)
+        found["Milvus Lite"] = peer.search(queries)
+    faiss.omp_set_num_threads(1)
+
+    def raw_search(nq: int):
+        threshold = 1 << 30 if nq == 1 else 6  # FAISS's best: its SIMD scan for one query, BLAS for a batch
+
+        def go(offset=[0]):  # noqa: B006 (a cycling offset, so that no query is answered twice in a row)
+            faiss.cvar.distance_compute_blas_threshold = threshold
+            q = queries[offset[0] % (256 - nq + 1) :][:nq]
+            offset[0] += nq
+            index.search(q, 10)
+
+        return go
+
+    kinds: dict[str, Callable[[], float]] = {}
     for nq in (1, 64):
-        q = queries[:nq]
-        raw = rate(lambda q=q: index.search(q, 10), nq, seconds)
-        rows.append((f"raw FAISS Flat search, {nq} query/call", raw))
-        served = concurrent_rate(target, "bench-flat", list(q), 1, seconds)
-        rows.append((f"gRPC Search Flat, {nq} query/request", served, served / raw))
-    return rows
+        kinds[f"raw FAISS Flat, {nq} query/call"] = lambda nq=nq: timed(raw_search(nq), nq, seconds)
+        for form in ("hits", "packed"):
+            payload = ("bench-flat", list(queries[:nq]))
+            kinds[f"embedserve Search, {nq} query/request, {form}"] = (
+                lambda nq=nq, form=form, payload=payload: clients.rate(
+                    proc.pid, target, "search" if form == "hits" else form, payload, 1, seconds
+                )[0]
+            )
+        if peer is not None:
+            kinds[f"Milvus Lite search, {nq} query/call"] = lambda nq=nq: timed(
+                lambda: peer.search(queries[:nq]), nq, seconds
+            )
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(rounds):
+        for name in kinds if r % 2 == 0 else reversed(list(kinds)):
+            results[name].append(kinds[name]())
+    lines = [
+        f"\nsearch: {n:,} x {dim} clustered, k = 10, 1 client; recall@10 vs exact: "
+        + ", ".join(f"{k} {recall(v, truth):.3f}" for k, v in found.items()),
+        "| measurement | queries/s | ratio vs raw FAISS |",
+        "|---|---|---|",
+    ]
+    for nq in (1, 64):
+        raw = statistics.median(results[f"raw FAISS Flat, {nq} query/call"])
+        for name, values in results.items():
+            if f", {nq} query" in name:
+                lines.append(
+                    f"| {name} | {statistics.median(values):,.0f} | {statistics.median(values) / raw:.2f} |"
+                )
+    lines += ["\ningest, items/s (one run)"] + [f"| {k} | {v:,.0f} |" for k, v in ingest.items()]
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", type=Path, help="a bundle with an image tower (default: generated CNN)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--model", choices=["cnn", "resnet18", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument(
-        "--vectors", type=int, default=100_000, help="collection size for the search benchmark"
+        "--vectors", type=int, default=20_000, help="collection size for the search benchmark"
     )
-    parser.add_argument(
-        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads, both sides (0 = ORT default)"
-    )
-    parser.add_argument("--max-delay-ms", type=float, help="server batcher delay (default: the server's)")
+    parser.add_argument("--peers", action="store_true", help="also Milvus Lite (pymilvus + milvus-lite)")
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args()
-    extra = [] if args.max_delay_ms is None else ["--max-delay-ms", str(args.max_delay_ms)]
+    kinds = ["cnn", "resnet18"] if args.model == "both" else [args.model]
+    print(
+        f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, faiss {faiss.__version__}, "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s, medians"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.models or build_cnn_bundle(Path(tmp) / "models")
-        manifest = load_manifest(bundle)
-        proc, target = start_server(bundle, Path(tmp) / "data", args.threads, extra)
+        models = {kind: build_bundle(Path(tmp) / "models", kind) for kind in kinds}
+        server = start_server(list(models.values()), Path(tmp) / "data")
+        clients = Clients(16)
         try:
-            with Client(target) as c:
+            with Client(server[1]) as c:
                 c.wait_ready()
-            print(
-                f"bundle {manifest.name}: {manifest.image.channels}x{manifest.image.size[0]}x{manifest.image.size[1]} -> {manifest.dim}, "
-                f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, faiss {faiss.__version__}"
-            )
-            rows = bench_embed(target, bundle, args.seconds, args.threads)
+            lines = bench_floor(args.rounds, args.seconds)
+            lines += bench_embed(models, clients, server, args.rounds, args.seconds)
             if not args.skip_search:
-                rows += bench_search(target, manifest.name, manifest.dim, args.vectors, args.seconds)
+                model = load_manifest(models[kinds[0]]).name
+                lines += bench_search(
+                    clients,
+                    server,
+                    model,
+                    args.vectors,
+                    128,
+                    args.rounds,
+                    args.seconds,
+                    args.peers,
+                    Path(tmp),
+                )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-    print(f"\n{'measurement':<52} {'items/s':>10} {'ratio vs raw':>13}")
-    for row in rows:
-        ratio = f"{row[2]:>12.2f}x" if len(row) > 2 else ""
-        print(f"{row[0]:<52} {row[1]:>10.0f} {ratio:>13}")
+            clients.close()
+            server[0].send_signal(signal.SIGTERM)
+            server[0].wait(timeout=60)
+    print(textwrap.dedent("\n".join(lines)))
     return 0
 
 
