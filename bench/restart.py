@@ -45,6 +45,12 @@ class Server(ServerProcess):
             int(m.group(1)) for line in self.log if (m := re.search(r"(\d+) log records replayed", line))
         )
 
+    def replay_seconds(self) -> float:
+        """Seconds the last start spent replaying logs, summed over collections (from its log)."""
+        return sum(
+            float(m.group(1)) for line in self.log if (m := re.search(r"records replayed in ([\d.]+) s", line))
+        )
+
 
 def clustered(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     which = rng.integers(0, len(centres), n)
@@ -162,7 +168,8 @@ def run_case(name: str, spec: str, n: int, cycles: int, write_s: float, rng) -> 
         with Client(server.target) as c:
             count = c.describe_collection(name).count
         print(
-            f"  cycle {cycle}: SERVING {seconds:.2f} s after start, {replayed[-1]} records replayed, "
+            f"  cycle {cycle}: SERVING {seconds:.2f} s after start, {replayed[-1]} records replayed "
+            f"in {server.replay_seconds():.2f} s, "
             f"{count} items, {len(writers.acked_present)} acknowledged upserts checked",
             flush=True,
         )

@@ -30,6 +30,7 @@ later, off the start-up path (deleting a 500 MB file takes most of a second).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -149,11 +150,27 @@ def _read_vectors(path: Path, dim: int, spare_rows: int) -> np.ndarray:
         shape, fortran, dtype = header(f)
         if fortran or dtype != np.dtype("<f4") or len(shape) != 2 or shape[1] != dim:
             raise FailedPrecondition(f"{path}: expected little-endian float32 [rows, {dim}] in C order")
-        buffer = np.empty((shape[0] + spare_rows, dim), dtype=np.float32)
+        buffer = _prefaulted((shape[0] + spare_rows, dim))
         want = shape[0] * dim * 4
         if f.readinto(buffer[: shape[0]].data.cast("B")) != want:
             raise FailedPrecondition(f"{path}: shorter than its header says")
     return buffer
+
+
+def _prefaulted(shape: tuple[int, int]) -> np.ndarray:
+    """An empty float32 array whose memory the kernel maps in one call (an anonymous MAP_POPULATE
+    mapping, where the platform has it), not one page fault at a time as the read fills it.
+
+    Measured on the 2-core VM, reading a 533 MB vectors.npy from the page cache in a fresh
+    process: 0.26-1.05 s into np.empty (its first touch faulting page by page), 0.39-0.40 s into
+    a populated mapping (0.3 s to map, 0.1 s to read). The array owns the mapping; it is freed
+    with the array (a table that outgrows it copies into an ordinary array)."""
+    nbytes = shape[0] * shape[1] * 4
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None or nbytes == 0:
+        return np.empty(shape, dtype=np.float32)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return np.frombuffer(region, dtype=np.float32).reshape(shape)
 
 
 def _ids(path: Path, items: dict, live: np.ndarray) -> list[str | None]:
