@@ -44,7 +44,7 @@ class ServerConfig:
     max_text_bytes: int = 64 << 10  # UTF-8 bytes of one text (tokens past a model's max_length are cut)
     # Threads: see embedserve.server.pools for what each pool runs and why these sizes.
     decode_threads: int = 0  # image decode / tokenization pool; 0 = os.cpu_count()
-    infer_threads: int = 2  # pool that calls ONNX Runtime (one batch per tower at a time)
+    infer_threads: int = 2  # pool that calls ONNX Runtime (one batch per tower at a time on CPU, two on CUDA)
     search_threads: int = 0  # FAISS searches and reads; 0 = os.cpu_count()
     write_threads: int = 0  # upserts, deletes, snapshots, create/delete collection; 0 = max(4, cpus)
     intra_op_threads: int = 0  # ONNX Runtime threads per session; 0 = its default
