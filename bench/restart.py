@@ -48,7 +48,9 @@ class Server(ServerProcess):
     def replay_seconds(self) -> float:
         """Seconds the last start spent replaying logs, summed over collections (from its log)."""
         return sum(
-            float(m.group(1)) for line in self.log if (m := re.search(r"records replayed in ([\d.]+) s", line))
+            float(m.group(1))
+            for line in self.log
+            if (m := re.search(r"records replayed in ([\d.]+) s", line))
         )
 
 
