@@ -209,7 +209,7 @@ class Batcher:
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"{self.name}: deadline exceeded before queueing")
         loop = asyncio.get_running_loop()
-        timed = functools.partial(self._timed, count, fn)
+        timed = functools.partial(self._timed, count, fn, True)
         self._busy += 1
         if inline and self._item_s is not None and count * self._item_s <= INLINE_RUN_S:
             try:
@@ -245,23 +245,21 @@ class Batcher:
             else:  # abandoned (deadline, cancelled call): the slot is free once fn really ends
                 done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._batch_done))
 
-    def _timed(self, count: int, fn: Callable[[], T]) -> T:
-        """``fn()``, folding its seconds per item into this batcher's estimate for lone runs."""
-        started = time.perf_counter()
-        out = fn()
-        seconds = time.perf_counter() - started
-        per_item = seconds / max(count, 1)
-        self._item_s = per_item if self._item_s is None else 0.8 * self._item_s + 0.2 * per_item
-        self.stats.ran(count, seconds)
-        self.stats.requests += 1
-        return out
-
-    def _run_timed(self, items: list[Any]) -> np.ndarray:
+    def _timed(self, count: int, fn: Callable[[], T], lone: bool) -> T:
+        """``fn()``, a run of ``count`` items, counted in ``stats``; a ``lone`` run (``run_alone``:
+        one request) also counts its request and folds its seconds per item into the estimate
+        that decides whether a lone run may take the caller's thread."""
         started = time.perf_counter()
         try:
-            return self.run_batch(items)
+            out = fn()
         finally:
-            self.stats.ran(len(items), time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.stats.ran(count, seconds)
+        if lone:
+            self.stats.requests += 1
+            per_item = seconds / max(count, 1)
+            self._item_s = per_item if self._item_s is None else 0.8 * self._item_s + 0.2 * per_item
+        return out
 
     def _batch_done(self) -> None:
         self._busy -= 1
@@ -349,6 +347,24 @@ class Batcher:
                 self._queue.popleft()
         return batch
 
+    def observe(self, n: int) -> None:
+        """Report a model run of ``n`` items to ``on_batch`` (a failing callback is logged, never raised):
+        every batch the worker runs, and each run a lone request's preprocessing makes."""
+        if self.on_batch is not None:
+            try:
+                self.on_batch(n)
+            except Exception:
+                log.exception("%s: on_batch callback failed", self.name)
+
+    def rows_within_cost(self, longest: int) -> int:
+        """Items of cost ``longest`` (and no more) that one batch may hold: the item budget
+        (``max_batch_cost // longest``, at least one) within ``max_batch_size``. The rule
+        ``_within_cost`` applies item by item, for a caller that cuts its own batches of
+        items sorted most costly first."""
+        if self.item_size is None:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, self.max_batch_cost // max(1, longest)))
+
     def _within_cost(self, batch: _Batch, request: _Request, count: int) -> int:
         """How many of ``request``'s next ``count`` items fit the batch's cost (updates ``batch.longest``)."""
         assert self.item_size is not None
@@ -362,14 +378,11 @@ class Batcher:
 
     async def _execute(self, batch: _Batch) -> None:
         try:
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(len(batch.items))
-                except Exception:
-                    log.exception("%s: on_batch callback failed", self.name)
+            self.observe(len(batch.items))
             loop = asyncio.get_running_loop()
             try:
-                out = await loop.run_in_executor(self.executor, self._run_timed, batch.items)
+                run = functools.partial(self.run_batch, batch.items)
+                out = await loop.run_in_executor(self.executor, self._timed, len(batch.items), run, False)
                 if not isinstance(out, np.ndarray) or out.ndim != 2 or len(out) != len(batch.items):
                     shape = getattr(out, "shape", type(out).__name__)
                     raise EmbedServeError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -19,8 +18,6 @@ from embedserve.models.runtime import CUDA, TowerSession
 from embedserve.models.text import TextPreprocessor, pool_tokens
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-log = logging.getLogger("embedserve.models")
 
 
 class Tower:
@@ -41,8 +38,6 @@ class Tower:
     ) -> None:
         self.modality = modality
         self.max_batch_size = config.max_batch_size
-        self.max_batch_tokens = config.max_batch_tokens
-        self._on_batch = on_batch
         self._dim = manifest.dim
         self._normalize = manifest.normalize
         spec = manifest.image if modality == "image" else manifest.text
@@ -135,7 +130,7 @@ class Tower:
         pre = self.preprocessor
         if isinstance(pre, ImagePreprocessor):
             arrays = [pre.preprocess(data, i) for data, i in zip(items, positions, strict=True)]
-            self._observe(len(arrays))
+            self.batcher.observe(len(arrays))
             return self.run_batch(arrays), []
         ids, cut = pre.tokenize(items)
         for i, row in zip(positions, ids, strict=True):
@@ -147,20 +142,11 @@ class Tower:
         while start < len(order):
             # sorted longest first: a batch's first text is its longest, so its padded cost is
             # rows x that length (one text always fits)
-            longest = max(1, len(ids[order[start]]))
-            rows = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
-            chunk = order[start : start + rows]
-            self._observe(len(chunk))
+            chunk = order[start : start + self.batcher.rows_within_cost(len(ids[order[start]]))]
+            self.batcher.observe(len(chunk))
             out[chunk] = self.run_batch([ids[j] for j in chunk])
             start += len(chunk)
         return out, [i for i, was_cut in zip(positions, cut, strict=True) if was_cut]
-
-    def _observe(self, n: int) -> None:
-        if self._on_batch is not None:
-            try:
-                self._on_batch(n)
-            except Exception:
-                log.exception("%s: on_batch callback failed", self.batcher.name)
 
     def warm_up(self) -> None:
         """Run one batch of two dummy items (also proves the batch axis is dynamic)."""

@@ -10,6 +10,20 @@ from prometheus_client.registry import Collector
 
 from embedserve.models.batcher import BatcherStats
 
+# the batchers' totals, as counters embedserve_batcher_<key>_total (key: help text, BatcherStats
+# field): rate(busy_seconds) is a tower's utilisation (1 = a model run at every moment),
+# rate(wait_seconds) / rate(requests) its mean queue delay
+BATCHER_TOTALS = {
+    "runs": ("Model runs: batches and lone requests (Batcher.run_alone)", "batches"),
+    "items": ("Inputs run", "items"),
+    "busy_seconds": (
+        "Wall seconds spent in model runs (preprocessing of lone requests included)",
+        "busy_seconds",
+    ),
+    "requests": ("Requests that reached a model run", "requests"),
+    "wait_seconds": ("Seconds requests waited in the queue before their first batch", "wait_seconds"),
+}
+
 
 class Metrics:
     """One registry per server, so several servers in one process (tests) stay apart."""
@@ -85,23 +99,11 @@ class _Gauges(Collector):
         yield depth
         yield items
         yield size
-        # the batchers' totals: rate(busy_seconds) is a tower's utilisation (1 = a model run at
-        # every moment), rate(wait_seconds) / rate(requests) its mean queue delay
-        totals = {
-            "runs": ("Model runs: batches and lone requests (Batcher.run_alone)", "batches"),
-            "items": ("Inputs run", "items"),
-            "busy_seconds": (
-                "Wall seconds spent in model runs (preprocessing of lone requests included)",
-                "busy_seconds",
-            ),
-            "requests": ("Requests that reached a model run", "requests"),
-            "wait_seconds": ("Seconds requests waited in the queue before their first batch", "wait_seconds"),
-        }
         families = {
             key: CounterMetricFamily(f"embedserve_batcher_{key}", text, labels=["model", "tower"])
-            for key, (text, _) in totals.items()
+            for key, (text, _) in BATCHER_TOTALS.items()
         }
         for model, tower, stats in self._batcher_stats():
-            for key, (_, attr) in totals.items():
+            for key, (_, attr) in BATCHER_TOTALS.items():
                 families[key].add_metric([model, tower], getattr(stats, attr))
         yield from families.values()

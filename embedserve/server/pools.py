@@ -2,8 +2,9 @@
 
 * **Event loop** (one thread, grpc.aio on uvloop where installed): parses requests,
   validates them, hands work to the pools below and builds responses. Nothing slow
-  runs on it: the one search it runs itself is a call alone in flight whose work is
-  bounded (``Collection.search_now``, see embedserve.server.search).
+  runs on it: what it runs itself is a call alone in flight whose work is bounded,
+  a search (``Collection.search_now``, see embedserve.server.search) or a small
+  model's lone run (``Batcher.run_alone`` with ``inline``).
 * **decode** (``decode_threads``, default one per core): image decoding and
   resizing, tokenization. Pillow and the tokenizers library release the GIL.
 * **infer** (``infer_threads``, default 2): the dynamic batchers' calls into ONNX
