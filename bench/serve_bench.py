@@ -15,7 +15,7 @@ CPU ratio (raw CPU per image / server CPU per image) is the comparison the clien
 Floor: a bare grpc.aio echo server (1 client, 64-byte messages): req/s and CPU per request.
 
 Search, over N clustered 128-d vectors (default 20,000), k = 10, one client: raw FAISS (IndexFlatIP,
-one OpenMP thread, its SIMD scan for one query and BLAS for 64) against Search with hits and with
+the faster of one OpenMP thread and one per core, its SIMD scan for one query and BLAS for 64) against Search with hits and with
 ``packed`` results. With ``--peers``: Milvus Lite through pymilvus in this process (its local
 server; FLAT index, COSINE), for ingest rate, queries/s and recall@10 beside raw FAISS and the
 server (UpsertStream into a Flat collection).
@@ -491,7 +491,15 @@ def bench_search(
     if peer is not None:
         ingest["Milvus Lite (pymilvus insert + flush + load)"] = peer.ingest(ids, base)
         found["Milvus Lite"] = peer.search(queries)
-    faiss.omp_set_num_threads(1)
+
+    def raw_best(nq: int) -> float:
+        """FAISS at its best for this batch: the faster of one OpenMP thread and one per core."""
+        rates = []
+        for threads in sorted({1, os.cpu_count() or 1}):
+            faiss.omp_set_num_threads(threads)
+            rates.append(timed(raw_search(nq), nq, seconds / 2))
+        faiss.omp_set_num_threads(1)
+        return max(rates)
 
     def raw_search(nq: int):
         threshold = 1 << 30 if nq == 1 else 6  # FAISS's best: its SIMD scan for one query, BLAS for a batch
@@ -506,7 +514,7 @@ def bench_search(
 
     kinds: dict[str, Callable[[], float]] = {}
     for nq in (1, 64):
-        kinds[f"raw FAISS Flat, {nq} query/call"] = lambda nq=nq: timed(raw_search(nq), nq, seconds)
+        kinds[f"raw FAISS Flat, {nq} query/call"] = lambda nq=nq: raw_best(nq)
         for form in ("hits", "packed"):
             payload = ("bench-flat", list(queries[:nq]))
             kinds[f"embedserve Search, {nq} query/request, {form}"] = (
