@@ -150,12 +150,9 @@ class Collection:
         started = time.perf_counter()
         # records already in the snapshot (a crash came between snapshot and log truncation) are skipped
         records = [r for r in read_log(wal_path) if r.seq > self._seq]
-        if records:
-            self._table.replaying(x for r in records for x in r.ids)
         for record in records:
             self._replay(record)
             self._seq = record.seq
-        self._table.replayed()
         replayed = len(records)
         del records
         # the replayed rows reach the index in one add (one allocation, and parallel where FAISS is)
@@ -208,9 +205,9 @@ class Collection:
             rows = list(dict.fromkeys(self._table.rows(ids, self.spec.name, allow_missing=allow_missing)))
             if not rows:
                 return 0
-            gone = [self._table.ids[r] for r in rows]
+            gone = self._table.ids_of(rows)
             with self._replay_cost():
-                ticket = self._wal.append(encode_delete(self._seq + 1, gone))  # type: ignore[arg-type]
+                ticket = self._wal.append(encode_delete(self._seq + 1, gone))
                 self._seq += 1
                 with self._failing_apply():
                     with self._rw.write():
@@ -265,18 +262,18 @@ class Collection:
         ids, confidence = check_predictions(ids, labels, confidence)
         with self._write_mutex:
             self._check_writable()
-            row_of = self._table.row_of
+            rows = self._table.find(ids)
             if made_for is not None and made_for[1] == self.vectors_version:
                 keep = list(range(len(ids)))  # nothing changed since: every row is as it was
             elif made_for is not None:
                 then, serials = made_for[0], self._table.serials
-                keep = [i for i, x in enumerate(ids) if x in row_of and serials[row_of[x]] == then[i]]
+                keep = [i for i, r in enumerate(rows) if r >= 0 and serials[r] == then[i]]
             else:
-                keep = [i for i, x in enumerate(ids) if x in row_of]
+                keep = [i for i, r in enumerate(rows) if r >= 0]
             if len(keep) < len(ids):
                 ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
                 confidence = confidence[keep]
-            rows = [row_of[x] for x in ids]
+                rows = [rows[i] for i in keep]
             with self._replay_cost():
                 ticket = self._wal.append(encode_predictions(self._seq + 1, ids, labels, confidence, replace))
                 self._seq += 1
@@ -297,7 +294,7 @@ class Collection:
             # stays as it is whatever writes come next; only dead rows force a copy
             vectors = table.vectors if len(live) == table.n_rows else table.vectors[live]
             return LabellingView(
-                ids=[table.ids[r] for r in live],  # type: ignore[misc]
+                ids=table.ids_of(live.tolist()),
                 vectors=vectors,
                 label_codes=table.label_codes[live],
                 label_names=list(table.label_names),
@@ -317,7 +314,6 @@ class Collection:
         with self._write_mutex:
             if self._closed is not None or self._broken is not None:
                 return
-            self._table.build_row_map()  # left by the snapshot load: built now, not on a request
             with self._replay_cost():
                 self._maintain()
             if self._snapshot_due():
@@ -354,9 +350,11 @@ class Collection:
             self._check_open()
             table = self._table
             if allow_missing:
-                row_of = table.row_of
-                ids = [x for x in ids if x in row_of]
-            rows = table.rows(ids, self.spec.name)
+                found = table.find(ids)
+                ids = [x for x, r in zip(ids, found, strict=True) if r >= 0]
+                rows = [r for r in found if r >= 0]
+            else:
+                rows = table.rows(ids, self.spec.name)
             vectors = table.vectors[rows] if include_vector else None
             return [
                 StoredItem(
@@ -532,6 +530,8 @@ class Collection:
         train = index.due_for_training(table.n_live)
         rebuild = table.n_dead > REBUILD_DEAD_FRACTION * table.n_rows
         if not (train or rebuild):
+            if table.id_column.fold_due():
+                self._fold_ids()
             return
         new_table = table.compacted() if table.n_dead else table
         try:
@@ -600,8 +600,18 @@ class Collection:
         """
         return max(self._snapshot_wal_bytes, self._snapshot_bytes // 2)
 
+    def _fold_ids(self) -> None:
+        """Pack the ids of the rows appended since the last fold (embedserve.store.ids): built
+        while searches go on, swapped in under the write lock."""
+        table = self._table
+        packed = table.id_column.folded(table.live)
+        with self._rw.write():
+            table.id_column.adopt(packed)
+
     def _snapshot_locked(self) -> None:
         if self._seq != self._snap_seq:
+            if self._table.id_column.n_recent:
+                self._fold_ids()  # a snapshot stores the ids packed
             self._snapshot_bytes = write_snapshot(
                 self.directory, self._seq, self._table, self._index.index, self._index.trained
             )

@@ -196,7 +196,7 @@ def hits(
         for score, row in zip(q_scores, q_rows, strict=True):
             if row < 0:
                 continue
-            item_id = table.ids[row]
+            item_id = table.id_of(row)
             if item_id is None or item_id == skip:
                 continue
             predicted, confidence = table.predicted(row)
@@ -213,20 +213,17 @@ def pack(
     table: ItemTable, scores: np.ndarray, rows: np.ndarray, k: int, exclude: list[str | None] | None
 ) -> PackedHits:
     """``hits``' rows as PackedHits: per query its first k valid rows (not -1, not a tombstone, not
-    its excluded id), flattened in query order, with one list lookup per hit and nothing else."""
-    ids = table.ids
+    its excluded id), flattened in query order, with one id lookup per hit and nothing else."""
     valid = rows >= 0
     flat = np.flatnonzero(valid)
-    found = [ids[r] for r in rows.ravel()[flat].tolist()]
     excluding = exclude is not None and any(e is not None for e in exclude)
-    if excluding or any(i is None for i in found):  # rare: a tombstone or an excluded id to skip
+    if excluding or not table.live[rows.ravel()[flat]].all():  # rare: a tombstone or an excluded id
         return PackedHits.of(hits(table, scores, rows, k, exclude))
     if valid.shape[1] > k:  # over-fetched past tombstones: keep each query's first k
-        keep = valid & (np.cumsum(valid, axis=1) <= k)
-        flat = np.flatnonzero(keep)
-        found = [ids[r] for r in rows.ravel()[flat].tolist()]
-        valid = keep
+        valid = valid & (np.cumsum(valid, axis=1) <= k)
+        flat = np.flatnonzero(valid)
     counts = np.count_nonzero(valid, axis=1).tolist()
+    found = table.ids_of(rows.ravel()[flat].tolist())
     return PackedHits(counts, found, np.ascontiguousarray(scores.ravel()[flat], dtype=np.float32))
 
 

@@ -10,10 +10,11 @@ Layout of ``snap-<seq, 20 digits>/`` (no pickle anywhere)::
     predicted.npy   int32 [rows]          predicted label code, -1 = none (version 3)
     confidence.npy  float32 [rows]        confidence of the predicted label (version 3)
     idhash.npy      uint32 [rows]         CRC-32 of each row's id, sorted (optional)
-    idhash_rows.npy int32 [rows]          the rows in that order: replay finds the rows of the
-                                          ids its log touches by binary search (table.py)
-    ids.txt         UTF-8, line r = the id of row r, an empty line for a dead row; absent when
-                    some id holds a line break (then items.json has "ids": [str|null])
+    idhash_rows.npy int32 [rows]          the rows in that order: lookups by id are binary searches
+                                          (embedserve.store.ids, whose packed form these files are)
+    ids.txt         UTF-8, line r = the id of row r (a dead row's line may be empty or hold the id
+                    it had); absent when some id holds a line break (then items.json has
+                    "ids": [str|null], null for a dead row)
     items.json      {"label_names": [str], "metadata_rows": [int], "metadata": [obj]}: the
                     metadata of the rows that have any (version 1: "ids", and "metadata"
                     for every row, [obj|null]); label_names serve both label columns
@@ -43,6 +44,7 @@ import numpy as np
 
 from embedserve.errors import FailedPrecondition
 from embedserve.store.fsio import fsync_dir, fsync_file
+from embedserve.store.ids import IdColumn, PackedIds
 from embedserve.store.index import is_plain_flat
 from embedserve.store.table import ItemTable
 
@@ -64,7 +66,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir())
 
 
-def _save(path: Path, data: np.ndarray | bytes) -> None:
+def _save(path: Path, data: np.ndarray | bytes | memoryview) -> None:
     with open(path, "wb") as f:
         if isinstance(data, np.ndarray):
             np.save(f, data, allow_pickle=False)
@@ -91,16 +93,16 @@ def write_snapshot(directory: Path, seq: int, table: ItemTable, index: faiss.Ind
     _save(tmp / "labels.npy", table.label_codes)
     _save(tmp / "predicted.npy", table.predicted_codes)
     _save(tmp / "confidence.npy", table.confidence)
-    hashes, hash_rows = table.id_hash_index()
-    _save(tmp / "idhash.npy", hashes)
-    _save(tmp / "idhash_rows.npy", hash_rows)
-    # ids one per line: splitting a text is several times faster to load than a JSON list
-    ids_text = "\n".join(x or "" for x in table.ids)
+    ids = table.id_column
+    packed = ids.packed if not ids.n_recent else ids.folded(table.live)  # the collection folds first
+    _save(tmp / "idhash.npy", packed.hashes)
+    _save(tmp / "idhash_rows.npy", packed.rows)
     items: dict = {"label_names": table.label_names}
-    if ids_text.count("\n") == max(table.n_rows - 1, 0) and "\r" not in ids_text:
-        _save(tmp / "ids.txt", ids_text.encode("utf-8", "surrogatepass"))
-    else:
-        items["ids"] = table.ids
+    text = packed.text()
+    if text is not None:
+        _save(tmp / "ids.txt", text)
+    else:  # an id holds a line break
+        items["ids"] = [table.id_of(r) for r in range(table.n_rows)]
     rows = [r for r, m in enumerate(table.metadata) if m]
     items["metadata_rows"] = rows
     items["metadata"] = [table.metadata[r] for r in rows]
@@ -173,14 +175,10 @@ def _prefaulted(shape: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(region, dtype=np.float32).reshape(shape)
 
 
-def _ids(path: Path, items: dict, live: np.ndarray) -> list[str | None]:
+def _ids(path: Path, items: dict, rows: int, hash_index: tuple[np.ndarray, np.ndarray] | None) -> IdColumn:
     if "ids" in items:  # version 1, or an id with a line break
-        return items["ids"]
-    text = (path / "ids.txt").read_bytes().decode("utf-8", "surrogatepass")
-    ids: list[str | None] = text.split("\n") if len(live) else []  # type: ignore[assignment]
-    for r in np.flatnonzero(~live).tolist():  # dead rows: empty lines (no live id is empty)
-        ids[r] = None
-    return ids
+        return IdColumn.from_list(items["ids"])
+    return IdColumn(PackedIds.from_text((path / "ids.txt").read_bytes(), rows, hash_index))
 
 
 def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
@@ -192,18 +190,22 @@ def _metadata(items: dict, rows: int) -> list[dict[str, str] | None]:
     return metadata
 
 
-def _optional_columns(path: Path, version: int) -> dict:
-    """The prediction columns (version 3) and the id hash index (where present)."""
-    out: dict = {}
-    if version >= 3:
-        out["predicted"] = np.load(path / "predicted.npy", allow_pickle=False)
-        out["confidence"] = np.load(path / "confidence.npy", allow_pickle=False)
-    if (path / "idhash.npy").exists():
-        out["hash_index"] = (
-            np.load(path / "idhash.npy", allow_pickle=False),
-            np.load(path / "idhash_rows.npy", allow_pickle=False),
-        )
-    return out
+def _predictions(path: Path, version: int) -> dict:
+    """The prediction columns (version 3)."""
+    if version < 3:
+        return {}
+    return {
+        "predicted": np.load(path / "predicted.npy", allow_pickle=False),
+        "confidence": np.load(path / "confidence.npy", allow_pickle=False),
+    }
+
+
+def _hash_index(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The id hash index, where the snapshot has one."""
+    if not (path / "idhash.npy").exists():
+        return None
+    hashes = np.load(path / "idhash.npy", allow_pickle=False)
+    return hashes, np.load(path / "idhash_rows.npy", allow_pickle=False)
 
 
 def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | None:
@@ -228,20 +230,19 @@ def load_latest(directory: Path, dim: int, spare_rows: int = 0) -> Snapshot | No
         vectors = reader.submit(_read_vectors, path / "vectors.npy", dim, spare_rows)
         read_index = reader.submit(faiss.read_index, str(path / "index.faiss")) if manifest["index"] else None
         items = json.loads((path / "items.json").read_bytes())
-        live = np.load(path / "live.npy", allow_pickle=False)
-        ids = _ids(path, items, live)
+        ids = _ids(path, items, manifest["rows"], _hash_index(path))
         buffer = vectors.result()
         index = read_index.result() if read_index is not None else None
     table = ItemTable.from_columns(
         vectors=buffer[: len(buffer) - spare_rows],
         buffer=buffer,
-        live=live,
+        live=np.load(path / "live.npy", allow_pickle=False),
         codes=np.load(path / "labels.npy", allow_pickle=False),
         ids=ids,
         metadata=_metadata(items, manifest["rows"]),
         label_names=items["label_names"],
         max_metadata_bytes=manifest.get("max_metadata_bytes"),
-        **_optional_columns(path, manifest["version"]),
+        **_predictions(path, manifest["version"]),
     )
     if table.n_rows != manifest["rows"]:
         raise FailedPrecondition(f"{path}: {table.n_rows} rows stored, manifest says {manifest['rows']}")

@@ -9,24 +9,19 @@ Each row has two label columns: ``label`` (a person's, set by upsert or SetLabel
 ``predicted`` with its ``confidence`` (written back by label propagation; it never touches
 ``label``). Both hold codes into one list of label names.
 
-The id -> row map of a table loaded from a snapshot is built on first use (a
-million ids take most of a second to hash into a dict, and searches never need
-it). Replaying a log needs the rows of the ids it touches only: ``replaying``
-maps just those, and ``row_of`` builds the whole map when anything else asks. A snapshot
-carries an id hash index (``id_hash_index``: the CRC-32 of every row's id, sorted, with the
-rows in that order) so that ``replaying`` finds those rows by binary search instead of a scan
-of every id (a tenth of the time for a log that touches 10 % of a million ids).
+Ids live in an ``IdColumn`` (embedserve.store.ids): packed bytes with a hash index, and the
+recent rows' strs, so a table of a million items holds no million Python objects and a snapshot
+load builds none. ``id_of`` answers None for a dead row.
 """
 
 from __future__ import annotations
 
-import threading
-import zlib
 from collections.abc import Iterable
 
 import numpy as np
 
 from embedserve.errors import NotFound, item_error, quote
+from embedserve.store.ids import IdColumn
 
 _GROWTH = 1.5
 _MIN_CAPACITY = 64
@@ -49,12 +44,8 @@ class ItemTable:
         # the process)
         self._serial = np.empty(0, dtype=np.int64)
         self.next_serial = 0
-        self.ids: list[str | None] = []  # None for dead rows
+        self._ids = IdColumn()
         self.metadata: list[dict[str, str] | None] = []
-        self._row_of: dict[str, int] | None = {}  # None: not built yet (see the module docstring)
-        self._partial: dict[str, int] | None = None  # while replaying: the rows of the log's ids
-        self._hash_index: tuple[np.ndarray, np.ndarray] | None = None  # from a snapshot, see above
-        self._row_lock = threading.Lock()
         self.label_names: list[str] = []  # code -> label
         self._code_of: dict[str, int] = {}
         # the largest label and metadata ever stored (UTF-8 bytes; never lowered by deletes):
@@ -106,6 +97,8 @@ class ItemTable:
             + self._codes.nbytes
             + self._predicted.nbytes
             + self._confidence.nbytes
+            + self._serial.nbytes
+            + self._ids.nbytes
         )
 
     def label(self, row: int) -> str | None:
@@ -126,82 +119,35 @@ class ItemTable:
     # --- lookups -----------------------------------------------------------------------------
 
     @property
-    def row_of(self) -> dict[str, int]:
-        """id -> row of every live row (built on first use after a snapshot load)."""
-        if self._partial is not None:
-            return self._partial
-        built = self._row_of
-        if built is None:
-            with self._row_lock:
-                if self._row_of is None:
-                    self._row_of = id_rows(self.ids)
-                    self._hash_index = None  # the map answers every lookup from now on
-                built = self._row_of
-        return built
+    def id_column(self) -> IdColumn:
+        return self._ids
 
-    def build_row_map(self) -> None:
-        """Build the id map now if it is not built yet."""
-        self.row_of  # noqa: B018  (the property builds it)
+    def id_of(self, row: int) -> str | None:
+        """The id of ``row``, None if the row is dead."""
+        return self._ids[row] if self._live[row] else None
 
-    def replaying(self, touched: Iterable[str]) -> None:
-        """Until ``replayed``: ``row_of`` maps only the ``touched`` ids (the only ones a log replay
-        looks up), found with one scan instead of building the whole map."""
-        if self._row_of is not None:
-            return
-        wanted = set(touched)
-        if self._hash_index is None:
-            self._partial = {x: r for r, x in enumerate(self.ids) if x in wanted}
-            return
-        hashes, rows = self._hash_index
-        keys = list(wanted)
-        asked = np.fromiter(map(zlib.crc32, map(_utf8, keys)), dtype=np.uint32, count=len(keys))
-        lo = np.searchsorted(hashes, asked)
-        hit = lo < len(hashes)
-        hit[hit] = hashes[lo[hit]] == asked[hit]
-        first = np.where(hit, rows[np.minimum(lo, len(rows) - 1)], -1).tolist()
-        ids, partial = self.ids, {}
-        for x, r, i in zip(keys, first, lo.tolist(), strict=True):
-            if r < 0:
-                continue  # not in the snapshot
-            if ids[r] == x:
-                partial[x] = r
-                continue
-            # a hash collision (or a dead row): the other rows with the same hash
-            h = hashes[i]
-            while i < len(hashes) and hashes[i] == h:
-                if ids[int(rows[i])] == x:
-                    partial[x] = int(rows[i])
-                    break
-                i += 1
-        self._partial = partial
+    def ids_of(self, rows: Iterable[int]) -> list[str]:
+        """The ids of ``rows`` (live ones: a dead row's id may be empty)."""
+        ids = self._ids
+        return [ids[r] for r in rows]
 
-    def replayed(self) -> None:
-        self._partial = None
-
-    def id_hash_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """(CRC-32 of every row's id, sorted: uint32 [n_rows]; the rows in that order: int32),
-        dead rows included (they hash an empty id, which no live id has), for a snapshot."""
-        hashes = np.fromiter(
-            map(zlib.crc32, map(_utf8, (x or "" for x in self.ids))), dtype=np.uint32, count=self.n_rows
-        )
-        order = np.argsort(hashes, kind="stable")
-        return hashes[order], order.astype(np.int32)
+    def find(self, ids: list[str]) -> list[int]:
+        """The row of each id, -1 for one not stored."""
+        return self._ids.find(ids, self._live)
 
     def rows(
         self, ids: list[str], collection: str, *, allow_missing: bool = False, noun: str = "item"
     ) -> list[int]:
         """Rows of ``ids`` in order; NotFound names the first unknown one (skipped if allow_missing)."""
-        out = []
-        for i, item_id in enumerate(ids):
-            row = self.row_of.get(item_id)
-            if row is None:
-                if allow_missing:
-                    continue
-                raise item_error(
-                    NotFound, i, f"id {quote(item_id)} not found in collection '{collection}'", noun=noun
-                )
-            out.append(row)
-        return out
+        found = self.find(ids)
+        if allow_missing:
+            return [r for r in found if r >= 0]
+        if -1 in found:
+            i = found.index(-1)
+            raise item_error(
+                NotFound, i, f"id {quote(ids[i])} not found in collection '{collection}'", noun=noun
+            )
+        return found
 
     def filter_mask(
         self,
@@ -247,7 +193,7 @@ class ItemTable:
         """Add rows for a batch (ids unique within it; ``vectors`` float32 [N, dim]); old rows of the
         same ids become dead. ``metadata_bytes``: UTF-8 size of the batch's largest metadata, if the
         caller measured it. Returns (inserted, replaced)."""
-        old = [r for r in map(self.row_of.get, ids) if r is not None]
+        old = [r for r in self.find(ids) if r >= 0]
         self.remove(old)
         n, start = len(ids), self.n_rows
         self.reserve(start + n)
@@ -259,9 +205,8 @@ class ItemTable:
         self._confidence[start:end] = 0.0
         self._serial[start:end] = np.arange(self.next_serial, self.next_serial + n)
         self.next_serial += n
-        self.ids.extend(ids)
+        self._ids.append(ids)
         self.metadata.extend(metadata)  # the caller hands over dicts nobody else holds
-        self.row_of.update(zip(ids, range(start, end), strict=True))
         if metadata_bytes is None:
             metadata_bytes = max(map(metadata_size, metadata), default=0)
         self.max_metadata_bytes = max(self.max_metadata_bytes, metadata_bytes)
@@ -273,9 +218,8 @@ class ItemTable:
         """Mark rows dead (rows live and distinct)."""
         if not rows:
             return
+        self._ids.forget(rows)
         for r in rows:
-            del self.row_of[self.ids[r]]  # type: ignore[arg-type]
-            self.ids[r] = None
             self.metadata[r] = None
         self._live[np.asarray(rows, dtype=np.int64)] = False
         self.n_live -= len(rows)
@@ -307,9 +251,8 @@ class ItemTable:
         out._confidence = self.confidence[keep]
         out._serial = self.serials[keep]
         out.next_serial = self.next_serial
-        out.ids = [self.ids[r] for r in keep]
+        out._ids = self._ids.compacted(keep)
         out.metadata = [self.metadata[r] for r in keep]
-        out._row_of = dict(zip(out.ids, range(len(keep)), strict=True))  # type: ignore[arg-type]
         out.label_names = list(self.label_names)
         out._code_of = dict(self._code_of)
         out.max_label_bytes, out.max_metadata_bytes = self.max_label_bytes, self.max_metadata_bytes
@@ -322,20 +265,18 @@ class ItemTable:
         vectors: np.ndarray,
         live: np.ndarray,
         codes: np.ndarray,
-        ids: list[str | None],
+        ids: IdColumn,
         metadata: list[dict[str, str] | None],
         label_names: list[str],
         max_metadata_bytes: int | None = None,
         buffer: np.ndarray | None = None,
         predicted: np.ndarray | None = None,
         confidence: np.ndarray | None = None,
-        hash_index: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ItemTable:
         """Rebuild a table from its saved columns (see embedserve.store.snapshot); the largest
         metadata is measured if the snapshot did not record it. ``buffer``: float32 [capacity, dim]
         whose first rows are ``vectors``, kept as the table's storage (room for appends).
-        ``predicted``/``confidence``: the prediction columns (None: no predictions);
-        ``hash_index``: the snapshot's id hash index (see the module docstring), if it has one."""
+        ``predicted``/``confidence``: the prediction columns (None: no predictions)."""
         out = cls(vectors.shape[1])
         n = len(vectors)
         if not (len(live) == len(codes) == len(ids) == len(metadata) == n):
@@ -356,9 +297,7 @@ class ItemTable:
             out._confidence[:n] = confidence
         out._serial = np.arange(len(buffer), dtype=np.int64)
         out.next_serial = n
-        out.ids, out.metadata = ids, metadata
-        out._row_of = None  # built on first use
-        out._hash_index = hash_index
+        out._ids, out.metadata = ids, metadata
         out.label_names = label_names
         out._code_of = {x: c for c, x in enumerate(label_names)}
         out.max_label_bytes = max((len(x.encode(errors="replace")) for x in label_names), default=0)
@@ -406,26 +345,6 @@ class ItemTable:
         self._serial = serial
         self._vectors, self._live, self._codes = vectors, live, codes
         self._predicted, self._confidence = predicted, confidence
-
-
-def _utf8(item_id: str) -> bytes:
-    """An id's bytes for its hash: CRC-32 is the same in every process (Python's ``hash`` of a
-    str is not)."""
-    return item_id.encode("utf-8", "surrogatepass")
-
-
-ROW_MAP_CHUNK = 1 << 16  # ids put in the map per step: each step holds the GIL a few ms
-
-
-def id_rows(ids: list[str | None]) -> dict[str, int]:
-    """id -> row for the live rows (dead rows have id None). Built in chunks: one dict(zip())
-    over a million ids is a single C call that holds the GIL for a quarter of a second, and
-    the server builds this map in the background while it answers requests."""
-    row_of: dict = {}
-    for start in range(0, len(ids), ROW_MAP_CHUNK):
-        row_of.update(zip(ids[start : start + ROW_MAP_CHUNK], range(start, start + ROW_MAP_CHUNK)))
-    row_of.pop(None, None)  # every dead row's None collapsed into this one key
-    return row_of
 
 
 def metadata_size(metadata: dict[str, str] | None) -> int:

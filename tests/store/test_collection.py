@@ -11,6 +11,7 @@ import pytest
 from embedserve.errors import AlreadyExists, InvalidArgument, NotFound
 from embedserve.store import CollectionSpec, Hit, Store, StoredItem, UpsertResult
 from embedserve.store import collection as collection_module
+from embedserve.store import ids as ids_module
 from embedserve.store import store as store_module
 from tests.store.conftest import brute_force, ids_for, random_vectors, spec, upsert_plain
 
@@ -334,6 +335,45 @@ def test_concurrent_writers_and_readers(store):
         t.join()
     assert not errors
     assert c.stats().count == 6 * 200
+
+
+def test_ids_are_packed_as_writes_go_on_while_searches_and_gets_read_them(faiss_store, monkeypatch):
+    """The recent rows' ids are folded into the packed form once they pass its threshold, beside
+    searches and gets; every stored id stays found, every deleted one gone."""
+    monkeypatch.setattr(ids_module, "FOLD_MIN_ROWS", 50)
+    c = faiss_store.create(spec(dim=8))
+    stop, errors = threading.Event(), []
+    kept: set[str] = set()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for row in c.search(random_vectors(2, 8), 5):
+                    assert len({h.id for h in row}) == len(row) and all(h.id.startswith("w") for h in row)
+                some = sorted(kept)[:20]
+                assert [x.id for x in c.get(some)] == some
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    folds = 0
+    for b in range(30):
+        batch = ids_for(40, b * 40, prefix="w")
+        upsert_plain(c, batch, random_vectors(40, 8, seed=b))
+        c.delete(batch[:5])
+        kept.update(batch[5:])
+        ids = c._table.id_column
+        folds += ids.n_recent == 0
+        assert ids.n_recent <= max(50, 0.25 * ids.n_packed) + 40
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and folds >= 3
+    assert {x.id for x in c.get(sorted(kept))} == kept
+    assert c.get(ids_for(5, 0, prefix="w"), allow_missing=True) == []
+    assert c.stats().count == len(kept)
 
 
 # --- the registry never waits for slow work ---------------------------------------------------

@@ -312,26 +312,29 @@ def test_snapshots_keep_awkward_ids_and_read_the_previous_format(data_dir):
     assert _content(Store(data_dir).get("c"), ids) == expected
 
 
-def test_the_id_map_is_built_lazily_after_a_snapshot_load(data_dir):
-    """Opening maps only the ids the log touches; the whole map is built on first use (or by
-    maintain), and replaces, deletes and re-inserts across the snapshot come out right."""
+def test_a_snapshot_load_reads_the_ids_packed_and_lookups_span_both_parts(data_dir):
+    """A snapshot stores the ids packed and a load keeps them so (no str per row); the log's rows
+    are recent; replaces, deletes and re-inserts across the snapshot come out right, and a
+    snapshot packs the recent rows again."""
     s = Store(data_dir, snapshot_wal_bytes=1 << 40, snapshot_replay_s=1e9)
     c = s.create(spec(dim=8))
     upsert_plain(c, ids_for(100), random_vectors(100, 8), labels=["a"] * 100)
+    c.delete(["id7"])
     c.snapshot()
-    upsert_plain(c, ["id3", "new"], random_vectors(2, 8, seed=4), labels=["replaced", "n"])  # in the log
+    upsert_plain(c, ["id3", "new", "id7"], random_vectors(3, 8, seed=4), labels=["replaced", "n", "back"])
     c.delete(["id5", "new"])
+    upsert_plain(c, ["id5"], random_vectors(1, 8, seed=6), labels=["again"])  # deleted, then back
     expected = _content(c, [*ids_for(100), "new"])
-    s2 = Store(data_dir)
-    c2 = s2.get("c")
-    assert c2._table._row_of is None  # not built by opening
-    assert len(c2.search(random_vectors(1, 8), 5)[0]) == 5  # searches need no id map
-    assert c2._table._row_of is None
-    assert _content(c2, [*ids_for(100), "new"]) == expected  # get builds it
-    assert c2.get(["id3"])[0].label == "replaced"
-    s3 = Store(data_dir)
-    s3.maintain()
-    assert s3.get("c")._table._row_of is not None
+    c2 = Store(data_dir).get("c")
+    ids = c2._table.id_column
+    assert (ids.n_packed, ids.n_recent) == (100, 4)  # the snapshot's rows, the log's
+    assert _content(c2, [*ids_for(100), "new"]) == expected
+    assert [c2.get([x])[0].label for x in ("id3", "id5", "id7")] == ["replaced", "again", "back"]
+    assert c2.get(["new", "id6"], allow_missing=True)[0].id == "id6"
+    c2.snapshot()
+    assert (ids := c2._table.id_column).n_packed == 104 and ids.n_recent == 0
+    assert _content(c2, [*ids_for(100), "new"]) == expected
+    assert _content(Store(data_dir).get("c"), [*ids_for(100), "new"]) == expected
 
 
 def test_replay_finds_snapshot_rows_by_id_hash_even_when_two_ids_share_one(data_dir):
