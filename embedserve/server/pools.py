@@ -16,7 +16,10 @@
   reads of collections (Get, lookups by id, statistics). Each FAISS call uses
   ``faiss_threads`` OpenMP threads (default 1): requests already run in parallel
   here, and nested OpenMP teams would oversubscribe the cores. OpenMP's thread
-  count is per thread, so each search and write thread sets it when it starts.
+  count is per thread, so each search and write thread sets it when it starts. A
+  search that is the only call in flight takes one OpenMP thread per core for its
+  FAISS calls (``reading_alone``): nothing else wants the cores then, and a batch of
+  queries splits across them (a 64-query search over 20k x 128: see README).
 * **write** (``write_threads``, default max(4, cores)): upserts, deletes, index
   training and rebuilds, snapshots, creating and deleting collections, SetLabels and
   the write-back of predictions, and the store's start-up and shutdown. A separate
@@ -33,6 +36,7 @@ Model loading at start-up runs in the infer pool before any request is served.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from embedserve.config import ServerConfig
-from embedserve.store import tune_faiss
+from embedserve.store import tune_faiss, with_faiss_threads
 
 T = TypeVar("T")
 
@@ -52,6 +56,8 @@ class Pools:
     search: ThreadPoolExecutor
     write: ThreadPoolExecutor
     label: ThreadPoolExecutor
+    faiss_threads: int = 1  # OpenMP threads of a search beside others
+    cores: int = 1  # ... and of a search alone in flight
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Pools:
@@ -67,11 +73,20 @@ class Pools:
                 config.write_threads or max(4, cpus), "write", initializer=tune_faiss, initargs=faiss
             ),
             label=ThreadPoolExecutor(config.label_threads, "label", initializer=tune_faiss, initargs=(cpus,)),
+            faiss_threads=config.faiss_threads,
+            cores=cpus,
         )
 
     async def reading(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking read (FAISS search, lookups) in the search pool."""
         return await asyncio.get_running_loop().run_in_executor(self.search, fn, *args)
+
+    async def reading_alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """``reading``, for the only call in flight: its FAISS calls get one OpenMP thread per core."""
+        wide = functools.partial(
+            with_faiss_threads, max(self.cores, self.faiss_threads), self.faiss_threads, fn
+        )
+        return await asyncio.get_running_loop().run_in_executor(self.search, wide, *args)
 
     async def writing(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking write (WAL fsync, training, snapshot) in the write pool."""

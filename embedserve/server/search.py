@@ -46,14 +46,17 @@ class SearchService(pb_grpc.SearchServiceServicer):
         A hand-off to the pool and back costs the loop and the pool thread more CPU (the
         wake-ups, and the two threads taking turns at the GIL) than a 1-query search over
         20,000 x 128 vectors costs FAISS; with nothing else in flight no other call waits
-        for the loop meanwhile. Under concurrent calls searches run in the pool, where
-        they use every core."""
+        for the loop meanwhile. A costlier search alone in flight runs in the pool on every
+        core (``Pools.reading_alone``); under concurrent calls searches run in the pool
+        side by side, one core each."""
+        search = collection.search_packed if packed else collection.search
+        call = functools.partial(search, queries, k, **options)
         if self.parts.in_flight == 1:
             found = collection.search_now(queries, k, packed=packed, **options)
             if found is not None:
                 return found
-        search = collection.search_packed if packed else collection.search
-        return await self.parts.pools.reading(functools.partial(search, queries, k, **options))
+            return await self.parts.pools.reading_alone(call)
+        return await self.parts.pools.reading(call)
 
     async def _collection_queries(
         self, collection: Collection, queries, context

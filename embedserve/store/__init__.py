@@ -9,7 +9,7 @@ exactly k hits: filters, tombstones, exact fallbacks), ``gpu`` (optional GPU cop
 
 from embedserve.store.collection import Collection
 from embedserve.store.gpu import gpu_available
-from embedserve.store.index import tune_faiss
+from embedserve.store.index import tune_faiss, with_faiss_threads
 from embedserve.store.spec import (
     NAME_RE,
     CollectionSpec,
@@ -34,4 +34,5 @@ __all__ = [
     "UpsertResult",
     "gpu_available",
     "tune_faiss",
+    "with_faiss_threads",
 ]

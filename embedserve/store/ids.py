@@ -109,6 +109,7 @@ class IdColumn:
 
     def __init__(self, packed: PackedIds | None = None) -> None:
         self._packed = packed if packed is not None else PackedIds.empty()
+        self._n = self._packed.n  # rows packed
         self._bounds = self._packed.offsets.data
         self._recent: list[str] = []  # ids of rows n_packed.. (dead ones included)
         self._recent_row: dict[str, int] = {}  # live recent ids -> row
@@ -122,19 +123,27 @@ class IdColumn:
         return out
 
     def __len__(self) -> int:
-        return self._packed.n + len(self._recent)
+        return self._n + len(self._recent)
 
     def __getitem__(self, row: int) -> str:
         """The id stored for ``row``, live or dead (a dead one's may be empty)."""
-        n = self._packed.n
+        n = self._n
         if row >= n:
             return self._recent[row - n]
         bounds = self._bounds
         return self._packed.blob[bounds[row] : bounds[row + 1] - 1].decode("utf-8", "surrogatepass")
 
+    def many(self, rows: Iterable[int]) -> list[str]:
+        """``[self[r] for r in rows]``, with the lookups' attributes read once."""
+        n, blob, bounds, recent = self._n, self._packed.blob, self._bounds, self._recent
+        return [
+            blob[bounds[r] : bounds[r + 1] - 1].decode("utf-8", "surrogatepass") if r < n else recent[r - n]
+            for r in rows
+        ]
+
     def _encoded(self, row: int) -> bytes:
         """``self[row]`` in UTF-8."""
-        n = self._packed.n
+        n = self._n
         if row >= n:
             return _encode(self._recent[row - n])
         bounds = self._bounds
@@ -142,7 +151,7 @@ class IdColumn:
 
     @property
     def n_packed(self) -> int:
-        return self._packed.n
+        return self._n
 
     @property
     def n_recent(self) -> int:
@@ -198,7 +207,7 @@ class IdColumn:
 
     def forget(self, rows: list[int]) -> None:
         """``rows`` died: recent ones leave the id map (packed ones are hidden by ``live``)."""
-        n = self._packed.n
+        n = self._n
         recent, row_of = self._recent, self._recent_row
         for r in rows:
             if r >= n:
@@ -207,7 +216,7 @@ class IdColumn:
     def folded(self, live: np.ndarray | None) -> PackedIds:
         """Every row packed (dead recent rows with an empty id; ``live`` None: all live). Changes
         nothing: ``adopt`` swaps it in, provided no row was added meanwhile."""
-        n, packed = self._packed.n, self._packed
+        n, packed = self._n, self._packed
         recent = self._recent
         if live is not None and len(self._recent_row) < len(recent):
             dead = np.flatnonzero(~live[n : n + len(recent)]).tolist()
@@ -233,7 +242,7 @@ class IdColumn:
         """Swap in ``folded``'s result (it must cover every row)."""
         if packed.n != len(self):
             raise RuntimeError(f"folded ids cover {packed.n} rows, the column has {len(self)}")
-        self._packed, self._bounds = packed, packed.offsets.data
+        self._packed, self._n, self._bounds = packed, packed.n, packed.offsets.data
         self._recent, self._recent_row = [], {}
 
     def compacted(self, keep: np.ndarray) -> IdColumn:

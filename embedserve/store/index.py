@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -31,6 +32,7 @@ from embedserve.metric import Metric
 from embedserve.store.factory import check_index_spec
 from embedserve.store.spec import CollectionSpec
 
+T = TypeVar("T")
 log = logging.getLogger("embedserve.store")
 
 FAISS_METRICS = {
@@ -382,3 +384,12 @@ def tune_faiss(threads: int) -> None:
     Whether a search goes through BLAS is decided per search (``use_blas_for``).
     """
     faiss.omp_set_num_threads(max(1, threads))
+
+
+def with_faiss_threads(threads: int, restore: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with ``threads`` OpenMP threads for this thread's FAISS calls, then ``restore``."""
+    faiss.omp_set_num_threads(max(1, threads))
+    try:
+        return fn(*args)
+    finally:
+        faiss.omp_set_num_threads(max(1, restore))

@@ -128,8 +128,7 @@ class ItemTable:
 
     def ids_of(self, rows: Iterable[int]) -> list[str]:
         """The ids of ``rows`` (live ones: a dead row's id may be empty)."""
-        ids = self._ids
-        return [ids[r] for r in rows]
+        return self._ids.many(rows)
 
     def find(self, ids: list[str]) -> list[int]:
         """The row of each id, -1 for one not stored."""

@@ -179,3 +179,23 @@ def test_faiss_threads_reach_the_threads_that_search(server):
 
     seen = asyncio.run_coroutine_threadsafe(threads_seen(), server.loop).result(timeout=30)
     assert set(seen) == {server.config.faiss_threads} == {1}
+
+
+def test_a_search_alone_in_flight_takes_every_core_and_gives_them_back(server):
+    """reading_alone runs its call with one OpenMP thread per core; the pool thread then returns to
+    faiss_threads for the searches that run side by side."""
+    import asyncio
+    import os
+
+    import faiss
+
+    pools = server.server.pools
+
+    async def threads_seen():
+        alone = await pools.reading_alone(faiss.omp_get_max_threads)
+        after = await asyncio.gather(*[pools.reading(faiss.omp_get_max_threads) for _ in range(8)])
+        return alone, set(after)
+
+    alone, after = asyncio.run_coroutine_threadsafe(threads_seen(), server.loop).result(timeout=30)
+    assert alone == pools.cores == (os.cpu_count() or 2)
+    assert after == {server.config.faiss_threads}
