@@ -190,3 +190,47 @@ def test_thread_safe() -> None:
             got = list(pool.map(pre.preprocess, images, range(16)))
             for a, b in zip(got, expected, strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+def _decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size each JPEG decode produces (recorded from Pillow's loader)."""
+    from PIL import JpegImagePlugin
+
+    sizes: list[tuple[int, int]] = []
+    load = JpegImagePlugin.JpegImageFile.load
+
+    def recording(self):
+        out = load(self)
+        sizes.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_large_jpeg_decodes_at_the_coarsest_scale_that_covers_the_tower(monkeypatch, orientation) -> None:
+    """A 1600x400 JPEG for a 32x128 (HxW) tower decodes at a reduced DCT scale, never below what
+    covers the tower once its EXIF turn is applied, and matches the full decode closely."""
+    y, x = np.mgrid[0:400, 0:1600]
+    pixels = np.stack(
+        [128 + 100 * np.sin(x / 37.0), 128 + 100 * np.cos(y / 23.0), (x + y) % 256], axis=-1
+    ).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    jpeg = encode_image(pixels, "JPEG", quality=95, exif=exif.tobytes())
+    full = Image.open(io.BytesIO(jpeg))
+    full.load()  # the whole image, no draft
+    reference_png = encode_image(np.asarray(full), "PNG")
+    pre = preprocessor(size=(32, 128), interpolation="bicubic")
+    sizes = _decoded_sizes(monkeypatch)
+    out = pre.preprocess(jpeg, 0)
+    assert out.shape == (3, 32, 128)
+    # upright, the tower's 128 columns come from 1600 (1/8 leaves 200); turned, from 400 (1/2: 200)
+    assert set(sizes) == {(200, 50) if orientation == 1 else (800, 200)}
+    exif_png = Image.Exif()
+    exif_png[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(reference_png)).save(buffer, "PNG", exif=exif_png.tobytes())
+    reference = pre.preprocess(buffer.getvalue(), 0)  # PNG: decoded whole, then resized
+    assert np.abs(out - reference).mean() < 0.01 and np.abs(out - reference).max() < 0.1
