@@ -188,20 +188,34 @@ def exact(
 def hits(
     table: ItemTable, scores: np.ndarray, rows: np.ndarray, k: int, exclude: list[str | None] | None
 ) -> list[list[Hit]]:
-    """Hits from FAISS output ([q, fetch] each), skipping -1 padding, tombstones and excluded ids."""
+    """Hits from FAISS output ([q, fetch] each), skipping -1 padding, tombstones and excluded ids.
+    The rows' label columns are read in one step each; ids and metadata only for the hits kept."""
+    safe = np.maximum(rows, 0)
+    usable = ((rows >= 0) & table.live[safe]).tolist()
+    codes, predicted = table.label_codes[safe].tolist(), table.predicted_codes[safe].tolist()
+    confidence = table.confidence[safe].tolist()
+    names, metadata, ids = table.label_names, table.metadata, table.id_column
     out = []
     for q, (q_scores, q_rows) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True)):
         skip = exclude[q] if exclude is not None else None
+        q_usable, q_codes, q_predicted, q_confidence = usable[q], codes[q], predicted[q], confidence[q]
         found: list[Hit] = []
-        for score, row in zip(q_scores, q_rows, strict=True):
-            if row < 0:
+        for j, row in enumerate(q_rows):
+            if not q_usable[j]:
                 continue
-            item_id = table.id_of(row)
-            if item_id is None or item_id == skip:
+            item_id = ids[row]
+            if item_id == skip:
                 continue
-            predicted, confidence = table.predicted(row)
+            code, guess = q_codes[j], q_predicted[j]
             found.append(
-                Hit(item_id, score, table.label(row), dict(table.metadata[row] or {}), predicted, confidence)
+                Hit(
+                    item_id,
+                    q_scores[j],
+                    names[code] if code >= 0 else None,
+                    dict(metadata[row] or {}),
+                    names[guess] if guess >= 0 else None,
+                    q_confidence[j] if guess >= 0 else 0.0,
+                )
             )
             if len(found) == k:
                 break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 
@@ -61,9 +61,11 @@ class PackedHits:
         )
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result. ``score``: cosine/ip similarity (higher closer), l2 squared distance (lower closer)."""
+class Hit(NamedTuple):
+    """One search result. ``score``: cosine/ip similarity (higher closer), l2 squared distance (lower closer).
+
+    A NamedTuple, not a frozen dataclass: a 64-query search builds hundreds per request, and a
+    frozen dataclass takes ~0.5 us more to build (each field set through object.__setattr__)."""
 
     id: str
     score: float
