@@ -23,21 +23,23 @@ import numpy as np
 
 from embedserve.errors import DeadlineExceeded, EmbedServeError, InvalidArgument, item_error
 from embedserve.models.bundle import Manifest
-from embedserve.models.image import ImagePreprocessor
+from embedserve.models.image import IMAGES_PER_PART, ImagePreprocessor
 from embedserve.models.inputs import ImageInput, ModelInput, TextInput
 from embedserve.models.text import TextPreprocessor
 from embedserve.models.tower import Tower
-
-IMAGE_CHUNK = 8  # images decoded per executor task
 
 
 class Model:
     """A loaded bundle: its manifest and its towers ("image" and/or "text")."""
 
-    def __init__(self, manifest: Manifest, towers: dict[str, Tower], decode_executor: Executor) -> None:
+    def __init__(
+        self, manifest: Manifest, towers: dict[str, Tower], decode_executor: Executor, decode_workers: int = 1
+    ) -> None:
+        """``decode_workers``: the decode pool's threads (a lone request's images split over as many)."""
         self.manifest = manifest
         self.towers = towers
         self._decode = decode_executor
+        self._decode_workers = decode_workers
 
     @property
     def name(self) -> str:
@@ -87,9 +89,8 @@ class Model:
         if len(used) == 1:  # one tower: if it is idle, the whole request is one executor call
             tower, positions = self.towers[used[0]], by_modality[used[0]]
             raw = [_raw(inputs[i]) for i in positions]
-            alone = await tower.batcher.run_alone(
-                len(raw), functools.partial(tower.embed_alone, raw, positions), deadline, inline=inline
-            )
+            run = functools.partial(tower.embed_alone, raw, positions, self._decode, self._decode_workers)
+            alone = await tower.batcher.run_alone(len(raw), run, deadline, inline=inline)
             if alone is not None:
                 out[positions], truncated = alone
                 return Embedded(out, truncated)
@@ -124,11 +125,9 @@ class Model:
             return _Prepared([ids[j] for j in order], [indices[j] for j in order], truncated, None)
         assert isinstance(pre, ImagePreprocessor)
         # a few chunks, not a task per image: each executor hop costs more than a small decode
-        chunks = [indices[j : j + IMAGE_CHUNK] for j in range(0, len(indices), IMAGE_CHUNK)]
+        chunks = [indices[j : j + IMAGES_PER_PART] for j in range(0, len(indices), IMAGES_PER_PART)]
         jobs = [
-            loop.run_in_executor(
-                self._decode, _preprocess_images, pre, [inputs[i].data for i in chunk], chunk
-            )
+            loop.run_in_executor(self._decode, pre.preprocess_many, [inputs[i].data for i in chunk], chunk)
             for chunk in chunks
         ]
         arrays: list[np.ndarray] = []
@@ -156,19 +155,6 @@ class _Prepared:
     positions: list[int]  # input position of each item
     truncated: list[int]  # input positions of truncated texts
     error: tuple[int, EmbedServeError] | None  # the first bad item (position, error)
-
-
-def _preprocess_images(
-    pre: ImagePreprocessor, datas: list[bytes], indices: list[int]
-) -> tuple[list[np.ndarray], tuple[int, EmbedServeError] | None]:
-    """Decode one chunk of images; stop at the first bad one and return it as (index, error)."""
-    out = []
-    for data, i in zip(datas, indices, strict=True):
-        try:
-            out.append(pre.preprocess(data, i))
-        except EmbedServeError as err:
-            return [], (i, err)
-    return out, None
 
 
 def _raw(item: ModelInput) -> bytes | str:

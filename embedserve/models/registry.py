@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -62,7 +63,8 @@ class ModelRegistry:
             towers = {m: self._tower(manifest, m, providers) for m in manifest.modalities}
             for tower in towers.values():
                 tower.warm_up()
-            loaded[manifest.name] = Model(manifest, towers, self._decode)
+            workers = self.config.decode_threads or os.cpu_count() or 1  # the decode pool's size
+            loaded[manifest.name] = Model(manifest, towers, self._decode, workers)
             log.info(
                 "loaded model %s %s (dim %d, %s) from %s in %.2f s: %s",
                 manifest.name,

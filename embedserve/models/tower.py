@@ -120,16 +120,19 @@ class Tower:
             out = self.session.run({self.session.input_names[0]: np.stack(items)})
         return l2_normalize(out) if self._normalize else out
 
-    def embed_alone(self, items: list[Any], positions: list[int]) -> tuple[np.ndarray, list[int]]:
+    def embed_alone(
+        self, items: list[Any], positions: list[int], decode: Executor | None = None, workers: int = 1
+    ) -> tuple[np.ndarray, list[int]]:
         """One request's raw items (image bytes or texts; ``positions``: their input positions)
         preprocessed and run in this thread, as the batcher's ``run_alone`` calls it: rows in
         item order, and the positions of texts cut to max_length. The first bad item (by
-        position) raises its item error before anything runs, as on the queued path. Texts
-        run longest first in batches of at most ``max_batch_tokens`` padded tokens, as the
-        batcher would cut them."""
+        position) raises its item error before anything runs, as on the queued path. Images
+        are decoded here and, when there are enough, on up to ``workers`` - 1 threads of the
+        ``decode`` pool beside (``ImagePreprocessor.preprocess_all``). Texts run longest first
+        in batches of at most ``max_batch_tokens`` padded tokens, as the batcher would cut them."""
         pre = self.preprocessor
         if isinstance(pre, ImagePreprocessor):
-            arrays = [pre.preprocess(data, i) for data, i in zip(items, positions, strict=True)]
+            arrays = pre.preprocess_all(items, positions, decode, workers)
             self.batcher.observe(len(arrays))
             return self.run_batch(arrays), []
         ids, cut = pre.tokenize(items)

@@ -234,3 +234,36 @@ def test_a_large_jpeg_decodes_at_the_coarsest_scale_that_covers_the_tower(monkey
     Image.open(io.BytesIO(reference_png)).save(buffer, "PNG", exif=exif_png.tobytes())
     reference = pre.preprocess(buffer.getvalue(), 0)  # PNG: decoded whole, then resized
     assert np.abs(out - reference).mean() < 0.01 and np.abs(out - reference).max() < 0.1
+
+
+def test_preprocess_all_splits_costly_images_over_a_pool_keeps_order_and_raises_the_first_bad_one() -> None:
+    import threading
+
+    from embedserve.models.image import SPLIT_MIN_IMAGE_S
+
+    pre = preprocessor()
+    images = [encode_image(random_image(i)) for i in range(12)]
+    threads: list[str] = []
+    many = pre.preprocess_many
+
+    def recording(datas, indices):
+        threads.append(threading.current_thread().name)
+        return many(datas, indices)
+
+    pre.preprocess_many = recording  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2, thread_name_prefix="decode-test") as pool:
+        alone = pre.preprocess_all(images, list(range(12)), pool, workers=3)  # no estimate yet
+        assert len(threads) == 1 and not threads[0].startswith("decode-test")
+        assert pre.image_s is not None and 0 < pre.image_s < SPLIT_MIN_IMAGE_S  # 12x20 PNGs are cheap
+        assert len(pre.preprocess_all(images, list(range(12)), pool, workers=3)) == 12
+        assert len(threads) == 2 and not threads[1].startswith("decode-test")  # still one thread
+        pre.image_s = SPLIT_MIN_IMAGE_S  # as if the last images had been costly
+        threads.clear()
+        out = pre.preprocess_all(images, list(range(12)), pool, workers=3)
+        assert len(threads) == 3 and sum(t.startswith("decode-test") for t in threads) == 2
+        assert all(np.array_equal(a, b) for a, b in zip(out, alone, strict=True))
+        broken = list(images)
+        broken[10], broken[5] = b"not an image", b"\x89PNG broken"
+        pre.image_s = SPLIT_MIN_IMAGE_S
+        with pytest.raises(InvalidArgument, match="item 5"):
+            pre.preprocess_all(broken, list(range(12)), pool, workers=3)
