@@ -65,14 +65,17 @@ def raw_pillow(data: bytes, size: int, best: bool) -> np.ndarray:
     scale = max(size / w, size / h)
     if best and image.format == "JPEG":
         image.draft("RGB", (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
-    image = image.convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     w, h = image.size
     scale = max(size / w, size / h)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
     image = image.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0 if best else None)
     left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     image = image.crop((left, top, left + size, top + size))
-    return (np.asarray(image, dtype=np.float32) / np.float32(255.0)).transpose(2, 0, 1).copy()
+    out = np.asarray(image).transpose(2, 0, 1).astype(np.float32, order="C")  # CHW, then in place
+    out /= np.float32(255.0)
+    return out
 
 
 def cpu_per_image(fn, data: bytes, n: int) -> float:

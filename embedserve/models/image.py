@@ -200,6 +200,12 @@ class ImagePreprocessor:
     def _to_array(self, image: Image.Image) -> np.ndarray:
         """ "L"/"RGB" image of (H, W) → normalised float32 [C, H, W]."""
         # Divisions (not reciprocal products) to match torchvision's ToTensor + Normalize bit for bit.
-        array = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-        chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        return np.ascontiguousarray((chw - self._mean) / self._std, dtype=np.float32)
+        # The uint8 pixels are put in CHW order first, then each step runs in place over one
+        # contiguous float32 array (on a transposed view the same steps cost 3x).
+        pixels = np.asarray(image)
+        chw = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        out = chw.astype(np.float32, order="C")
+        out /= np.float32(255.0)
+        out -= self._mean
+        out /= self._std
+        return out
