@@ -156,6 +156,8 @@ class ImagePreprocessor:
         if image.format == "JPEG":
             image.draft(image.mode, self._draft_size(image))
         image.load()  # decodes here; truncated data raises OSError
+        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            return self._convert(image)  # upright: exif_transpose would only copy it
         return self._convert(ImageOps.exif_transpose(image))
 
     def _draft_size(self, image: Image.Image) -> tuple[int, int]:
