@@ -8,8 +8,9 @@ Rows ``0 .. n_packed - 1`` are *packed* (``PackedIds``)::
     rows      int32 [n]      the rows in that order: a lookup is a binary search
 
 Rows from ``n_packed`` on are *recent*: the str objects the writes brought, in a list, and a
-dict id -> row. ``fold`` packs them; the collection folds once the recent rows pass a quarter of
-the packed ones (so a row is packed again O(1) times on average) and before every snapshot,
+dict id -> row. A fold (``folded``, then ``adopt``) packs them; the collection folds once the
+recent rows pass a quarter of the packed ones (so a row is packed again O(1) times on average)
+and before every snapshot,
 which stores the packed form as it is (``ids.txt`` is the blob without its last b"\\n";
 ``idhash.npy``/``idhash_rows.npy`` the hash index), so that loading one builds no str at all.
 
@@ -94,6 +95,13 @@ class PackedIds:
         return memoryview(self.blob)[: max(len(self.blob) - 1, 0)]
 
 
+def _joined(encoded: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """(the ids each followed by b"\\n", offsets int64 [len + 1] from 0) of UTF-8 ids."""
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1, out=offsets[1:])
+    return (b"\n".join(encoded) + b"\n" if encoded else b""), offsets
+
+
 def _hashes_of(blob: bytes, offsets: np.ndarray) -> np.ndarray:
     """uint32 [n]: each packed row's hash, in row order."""
     bounds = offsets.data
@@ -104,8 +112,8 @@ def _hashes_of(blob: bytes, offsets: np.ndarray) -> np.ndarray:
 class IdColumn:
     """The ids of rows 0..len-1: packed ones, then recent ones (see the module docstring).
 
-    Changed only by the table's writer; ``fold``'s result is built without changing anything and
-    swapped in by ``adopt``, so the collection builds it while searches go on."""
+    Changed only by the table's writer; ``folded`` builds the packed form of every row without
+    changing anything and ``adopt`` swaps it in, so the collection builds it while searches go on."""
 
     def __init__(self, packed: PackedIds | None = None) -> None:
         self._packed = packed if packed is not None else PackedIds.empty()
@@ -224,12 +232,8 @@ class IdColumn:
             for r in dead:
                 recent[r] = ""
         encoded = [_encode(x) for x in recent]
-        tail = b"\n".join(encoded) + b"\n" if encoded else b""
-        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        offsets = np.empty(n + len(encoded) + 1, dtype=np.int64)
-        offsets[: n + 1] = packed.offsets
-        np.cumsum(lengths + 1, out=offsets[n + 1 :])
-        offsets[n + 1 :] += packed.offsets[n]
+        tail, tail_offsets = _joined(encoded)
+        offsets = np.concatenate([packed.offsets, tail_offsets[1:] + packed.offsets[n]])
         new_hashes = crc32s(encoded, len(encoded))
         order = np.argsort(new_hashes, kind="stable")
         # two sorted runs: a stable argsort merges them in linear time
@@ -248,8 +252,5 @@ class IdColumn:
     def compacted(self, keep: np.ndarray) -> IdColumn:
         """A column of rows ``keep`` (int64, ascending) only, renumbered 0.., all packed."""
         encoded = [self._encoded(r) for r in keep.tolist()]
-        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(lengths + 1, out=offsets[1:])
-        blob = b"\n".join(encoded) + b"\n" if encoded else b""
+        blob, offsets = _joined(encoded)
         return IdColumn(PackedIds.of(blob, offsets, crc32s(encoded, len(encoded))))
