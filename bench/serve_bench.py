@@ -38,7 +38,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -209,10 +209,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(models: list[Path], data: Path) -> tuple[subprocess.Popen, str]:
+def start_server(models: list[Path], data: Path, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """``embedserve serve`` on ``models`` (CPU, an ephemeral port) with ``extra`` flags; (process, target)."""
     cmd = [sys.executable, "-m", "embedserve", "serve", "--port", "0", "--data", str(data), "--device", "cpu"]
     for m in models:
         cmd += ["--models", str(m)]
+    cmd += list(extra)
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )

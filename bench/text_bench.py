@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import concurrent_rate, start_server  # noqa: E402
+from serve_bench import Clients, start_server  # noqa: E402
 
 from embedserve.client import Client  # noqa: E402
 
@@ -89,16 +89,18 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         best_bs = max((4, 8, 16, 32, 128), key=lambda bs: st_rate(st, texts, bs, args.seconds / 2))
-        proc, target = start_server(bundle, Path(tmp) / "data", args.threads, [])
+        clients = Clients(args.clients)
+        proc, target = start_server([bundle], Path(tmp) / "data", ["--intra-op-threads", str(args.threads)])
         try:
             with Client(target) as c:
                 c.wait_ready()
             served, local = [], []
             for _ in range(args.rounds):  # interleaved: a busy neighbour hurts both sides alike
                 local.append(st_rate(st, texts, best_bs, args.seconds))
-                payload = texts[:32]
-                served.append(concurrent_rate(target, "embed", payload, args.clients, args.seconds))
+                payload = (texts[:32], "all-minilm-l6-v2")
+                served.append(clients.rate(proc.pid, target, "embed", payload, args.clients, args.seconds)[0])
         finally:
+            clients.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     st_median, served_median = statistics.median(local), statistics.median(served)
