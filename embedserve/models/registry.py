@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -30,11 +29,14 @@ class ModelRegistry:
         infer_executor: Executor,
         *,
         on_batch: Callable[[str, str], Callable[[int], None]] | None = None,
+        decode_workers: int = 1,
     ) -> None:
         """``on_batch(model, modality)`` is called once per tower at load and returns the
-        callback that then gets each inference batch's size (metrics)."""
+        callback that then gets each inference batch's size (metrics). ``decode_workers``: the
+        decode executor's threads (a lone request's costly images are split over as many)."""
         self.config = config
         self._decode = decode_executor
+        self._decode_workers = decode_workers
         self._infer = infer_executor
         self._on_batch = on_batch
         self._models: dict[str, Model] = {}
@@ -63,8 +65,7 @@ class ModelRegistry:
             towers = {m: self._tower(manifest, m, providers) for m in manifest.modalities}
             for tower in towers.values():
                 tower.warm_up()
-            workers = self.config.decode_threads or os.cpu_count() or 1  # the decode pool's size
-            loaded[manifest.name] = Model(manifest, towers, self._decode, workers)
+            loaded[manifest.name] = Model(manifest, towers, self._decode, self._decode_workers)
             log.info(
                 "loaded model %s %s (dim %d, %s) from %s in %.2f s: %s",
                 manifest.name,

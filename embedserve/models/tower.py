@@ -127,7 +127,7 @@ class Tower:
         preprocessed and run in this thread, as the batcher's ``run_alone`` calls it: rows in
         item order, and the positions of texts cut to max_length. The first bad item (by
         position) raises its item error before anything runs, as on the queued path. Images
-        are decoded here and, when there are enough, on up to ``workers`` - 1 threads of the
+        are decoded here and, when they cost enough, on up to ``workers`` - 1 threads of the
         ``decode`` pool beside (``ImagePreprocessor.preprocess_all``). Texts run longest first
         in batches of at most ``max_batch_tokens`` padded tokens, as the batcher would cut them."""
         pre = self.preprocessor

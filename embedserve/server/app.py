@@ -82,7 +82,11 @@ class EmbedServer:
         self.pools = Pools.from_config(config)  # the threading model: see embedserve.server.pools
         self.metrics = Metrics()
         self.registry = ModelRegistry(
-            config, self.pools.decode, self.pools.infer, on_batch=self.metrics.observe_batch
+            config,
+            self.pools.decode,
+            self.pools.infer,
+            on_batch=self.metrics.observe_batch,
+            decode_workers=self.pools.decode_threads,
         )
         tune_faiss(config.faiss_threads)
         self.store = store if store is not None else store_for(config)

@@ -58,13 +58,15 @@ class Pools:
     label: ThreadPoolExecutor
     faiss_threads: int = 1  # OpenMP threads of a search beside others
     cores: int = 1  # ... and of a search alone in flight
+    decode_threads: int = 1  # the decode pool's threads
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Pools:
         cpus = os.cpu_count() or 2
         faiss = (config.faiss_threads,)
+        decode_threads = config.decode_threads or cpus
         return cls(
-            decode=ThreadPoolExecutor(config.decode_threads or cpus, thread_name_prefix="decode"),
+            decode=ThreadPoolExecutor(decode_threads, thread_name_prefix="decode"),
             infer=ThreadPoolExecutor(config.infer_threads, thread_name_prefix="infer"),
             search=ThreadPoolExecutor(
                 config.search_threads or cpus, "search", initializer=tune_faiss, initargs=faiss
@@ -75,6 +77,7 @@ class Pools:
             label=ThreadPoolExecutor(config.label_threads, "label", initializer=tune_faiss, initargs=(cpus,)),
             faiss_threads=config.faiss_threads,
             cores=cpus,
+            decode_threads=decode_threads,
         )
 
     async def reading(self, fn: Callable[..., T], *args: Any) -> T:
