@@ -49,8 +49,11 @@ def test_oversized_image_bytes_and_pixels(small_server):
 
 
 def test_deadline_exceeded(server):
+    # 64 images, not a few: gRPC may still complete a call whose deadline has passed when the
+    # reply comes before the client handles its deadline timer, and the tiny model answers 4
+    # images that fast in most calls of a warm loop (measured: 230-280 of 400 came back OK)
     with Client(server.target, timeout=0.000001) as c:
-        got, _ = status_of(lambda: c.embed(random_images(4), model="tiny-image"))
+        got, _ = status_of(lambda: c.embed(random_images(64), model="tiny-image"))
     assert got == grpc.StatusCode.DEADLINE_EXCEEDED
     with server.client() as c:
         assert c.embed(random_images(1), model="tiny-image").shape == (1, 16)
