@@ -153,20 +153,25 @@ class ImagePreprocessor:
             )
         if width < 1 or height < 1:
             raise item_error(InvalidArgument, index, f"cannot decode image: size {width}x{height}")
-        if image.format == "JPEG":
-            image.draft(image.mode, self._draft_size(image))
+        orientation = None
+        if image.format == "JPEG":  # its EXIF is read with the header (a PNG's may follow the pixels)
+            orientation = _orientation(image)
+            image.draft(image.mode, self._draft_size(image.size, orientation))
         image.load()  # decodes here; truncated data raises OSError
-        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        if orientation is None:
+            orientation = _orientation(image)
+        if orientation == 1:
             return self._convert(image)  # upright: exif_transpose would only copy it
         return self._convert(ImageOps.exif_transpose(image))
 
-    def _draft_size(self, image: Image.Image) -> tuple[int, int]:
-        """The smallest size, in the file's own orientation, whose EXIF-turned image still
-        covers the tower's HxW: a JPEG decodes at the coarsest DCT scale that gives at least
-        this (Pillow's ``draft``), leaving the last step to the resize."""
+    def _draft_size(self, size: tuple[int, int], orientation: int) -> tuple[int, int]:
+        """The smallest size, in the file's own orientation (``size`` (W, H), EXIF
+        ``orientation``), whose turned image still covers the tower's HxW: a JPEG decodes at the
+        coarsest DCT scale that gives at least this (Pillow's ``draft``), leaving the last step
+        to the resize."""
         height, width = self.spec.size
-        w, h = image.size
-        if image.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS:
+        w, h = size
+        if orientation in _QUARTER_TURNS:
             width, height = height, width  # the tower's width will come from the file's height
         scale = max(width / w, height / h)
         return math.ceil(w * scale), math.ceil(h * scale)
@@ -211,3 +216,8 @@ class ImagePreprocessor:
         out -= self._mean
         out /= self._std
         return out
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1: upright)."""
+    return int(image.getexif().get(ExifTags.Base.Orientation, 1))
