@@ -25,12 +25,32 @@ def dimension_error(index: int, got: int, dim: int, owner: str, noun: str = "ite
 
 
 def prepare(x: np.ndarray, dim: int, metric: Metric, owner: str, noun: str = "item") -> np.ndarray:
-    """float32 [N, dim] checked and prepared for ``metric``, C-contiguous; names the first bad row."""
+    """float32 [N, dim] checked and prepared for ``metric``, C-contiguous; names the first bad row.
+
+    One pass screens every row: a squared norm (summed in float64) that is at most
+    ``MAX_COMPONENT ** 2`` (NaN never is) means every component is finite and within
+    the limit, and for cosine a positive one means the row is not all zeros; cosine rows
+    are then divided by its root. Only a batch with a row outside the screen goes
+    through the checks one rule at a time, which name the row and the rule it breaks.
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise InvalidArgument(f"vectors must be a 2-D array [N, {dim}], got shape {x.shape}")
     if x.shape[1] != dim:
         raise dimension_error(0, x.shape[1], dim, owner, noun)
+    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    cosine = metric is Metric.COSINE
+    passed = (squares <= MAX_COMPONENT**2) & (squares > 0) if cosine else squares <= MAX_COMPONENT**2
+    if not passed.all():
+        _check_rows(x, cosine, noun)  # raises for a row that breaks a rule (not for a merely long one)
+    if cosine:
+        return (x / np.sqrt(squares)[:, None]).astype(np.float32)  # as l2_normalize, norms all > 0
+    return np.ascontiguousarray(x)
+
+
+def _check_rows(x: np.ndarray, cosine: bool, noun: str) -> None:
+    """InvalidArgument naming the first row with a NaN or Inf, with a component beyond
+    ±``MAX_COMPONENT``, or (``cosine``) of all zeros, in that order of rules."""
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         raise item_error(InvalidArgument, int(np.argmin(finite)), "vector contains NaN or Inf", noun=noun)
@@ -43,7 +63,7 @@ def prepare(x: np.ndarray, dim: int, metric: Metric, owner: str, noun: str = "it
             f"vector has a component of magnitude {float(np.abs(x[row]).max()):.3g}, limit {MAX_COMPONENT:.0e}",
             noun=noun,
         )
-    if metric is Metric.COSINE:
+    if cosine:
         zero = ~x.any(axis=1)
         if zero.any():
             raise item_error(
@@ -52,4 +72,3 @@ def prepare(x: np.ndarray, dim: int, metric: Metric, owner: str, noun: str = "it
                 "vector is all zeros, which has no cosine direction",
                 noun=noun,
             )
-    return np.ascontiguousarray(metric.prepare(x))

@@ -143,6 +143,8 @@ def fill_short(
     vectors: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Redo exactly (over the rows ``mask`` allows) every query with fewer than k valid rows (>= 0)."""
+    if rows.shape[1] >= k and (not rows.size or rows.min() >= 0):  # the common case, in one reduction
+        return scores, rows
     short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < k)
     if not len(short):
         return scores, rows
@@ -192,9 +194,13 @@ def hits(
     The rows' label columns are read in one step each; ids and metadata only for the hits kept."""
     safe = np.maximum(rows, 0)
     usable = ((rows >= 0) & table.live[safe]).tolist()
-    codes, predicted = table.label_codes[safe].tolist(), table.predicted_codes[safe].tolist()
-    confidence = table.confidence[safe].tolist()
     names, metadata, ids = table.label_names, table.metadata, table.id_column
+    if names:
+        codes, predicted = table.label_codes[safe].tolist(), table.predicted_codes[safe].tolist()
+        confidence = table.confidence[safe].tolist()
+    else:  # no label was ever stored: every code is -1, without reading the columns
+        codes = predicted = [[-1] * rows.shape[1]] * len(rows)
+        confidence = [[0.0] * rows.shape[1]] * len(rows)
     out = []
     for q, (q_scores, q_rows) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True)):
         skip = exclude[q] if exclude is not None else None
@@ -212,7 +218,7 @@ def hits(
                     item_id,
                     q_scores[j],
                     names[code] if code >= 0 else None,
-                    dict(metadata[row] or {}),
+                    dict(meta) if (meta := metadata[row]) else {},
                     names[guess] if guess >= 0 else None,
                     q_confidence[j] if guess >= 0 else 0.0,
                 )
