@@ -2,7 +2,9 @@
 
 Requests wait in a FIFO queue. The worker takes up to ``max_batch_size`` items
 from its head once the batch is full, or once ``max_delay_ms`` have passed since
-the oldest waiting request arrived. A request larger than a batch is split over
+the oldest waiting request arrived. With an item cost (a text's padded length),
+a batch instead takes the costliest waiting items of the oldest requests, within
+a cost budget, so texts of like length share a batch (``_take_by_cost``). A request larger than a batch is split over
 consecutive batches and reassembled. Batches run in ``executor`` (ORT releases
 the GIL); at most ``max_concurrent_batches`` run at once — 1 by default, since
 one ORT call already uses every core; 2 lets the next batch's host-side work
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import time
 from collections import deque
@@ -324,28 +327,70 @@ class Batcher:
             return self._take()
 
     def _take(self) -> _Batch:
+        """The next batch: with an item cost, the costliest waiting items (``_take_by_cost``);
+        otherwise up to ``max_batch_size`` items from the head of the queue, in order."""
+        if self.item_size is not None:
+            return self._take_by_cost(self.item_size)
         batch = _Batch()
-        now = time.monotonic()
         while self._queue and len(batch.items) < self.max_batch_size:
             request = self._queue[0]
             if request.taken == len(request.items):
                 self._queue.popleft()  # settled while waiting
                 continue
             count = min(len(request.items) - request.taken, self.max_batch_size - len(batch.items))
-            if self.item_size is not None:
-                count = self._within_cost(batch, request, count)
-                if count == 0:
-                    break
-            if request.taken == 0:  # its first items into a batch: its time in the queue ends
-                self.stats.requests += 1
-                self.stats.wait_seconds += now - request.arrived
-            batch.parts.append(_Part(request, request.taken, count, len(batch.items)))
-            batch.items.extend(request.items[request.taken : request.taken + count])
-            request.taken += count
-            self._pending -= count
+            self._add_part(batch, request, count)
             if request.taken == len(request.items):
                 self._queue.popleft()
         return batch
+
+    def _take_by_cost(self, size: Callable[[Any], int]) -> _Batch:
+        """The costliest items waiting in the oldest ``max_batch_size`` requests, costliest first,
+        while len(items) x the largest cost stays within ``max_batch_cost`` (one item always fits).
+
+        Texts are padded to the longest in their batch, so a batch of texts of like length
+        wastes least: one request's texts come sorted longest first, and this merges the
+        waiting requests' texts the same way rather than batching one request's short tail
+        with the next one's long head. Each request thus gives a contiguous run of its next
+        items. Ties go to the older request, and a request joins the window only as an older
+        one leaves it, so none waits behind more than a window's items."""
+        window: list[_Request] = []
+        for request in self._queue:
+            if request.taken < len(request.items):
+                window.append(request)
+                if len(window) == self.max_batch_size:
+                    break
+        heads = [(-size(r.items[r.taken]), i) for i, r in enumerate(window)]
+        heapq.heapify(heads)
+        counts = [0] * len(window)
+        batch, n = _Batch(), 0
+        while heads and n < self.max_batch_size:
+            cost, i = heads[0]
+            longest = max(batch.longest, -cost)
+            if n > 0 and (n + 1) * longest > self.max_batch_cost:
+                break
+            batch.longest, n = longest, n + 1
+            counts[i] += 1
+            request, following = window[i], window[i].taken + counts[i]
+            if following < len(request.items):
+                heapq.heapreplace(heads, (-size(request.items[following]), i))
+            else:
+                heapq.heappop(heads)
+        for request, count in zip(window, counts, strict=True):
+            if count:
+                self._add_part(batch, request, count)
+        while self._queue and self._queue[0].taken == len(self._queue[0].items):
+            self._queue.popleft()
+        return batch
+
+    def _add_part(self, batch: _Batch, request: _Request, count: int) -> None:
+        """Put ``request``'s next ``count`` items into ``batch``."""
+        if request.taken == 0:  # its first items into a batch: its time in the queue ends
+            self.stats.requests += 1
+            self.stats.wait_seconds += time.monotonic() - request.arrived
+        batch.parts.append(_Part(request, request.taken, count, len(batch.items)))
+        batch.items.extend(request.items[request.taken : request.taken + count])
+        request.taken += count
+        self._pending -= count
 
     def observe(self, n: int) -> None:
         """Report a model run of ``n`` items to ``on_batch`` (a failing callback is logged, never raised):
@@ -359,22 +404,11 @@ class Batcher:
     def rows_within_cost(self, longest: int) -> int:
         """Items of cost ``longest`` (and no more) that one batch may hold: the item budget
         (``max_batch_cost // longest``, at least one) within ``max_batch_size``. The rule
-        ``_within_cost`` applies item by item, for a caller that cuts its own batches of
+        ``_take_by_cost`` applies item by item, for a caller that cuts its own batches of
         items sorted most costly first."""
         if self.item_size is None:
             return self.max_batch_size
         return max(1, min(self.max_batch_size, self.max_batch_cost // max(1, longest)))
-
-    def _within_cost(self, batch: _Batch, request: _Request, count: int) -> int:
-        """How many of ``request``'s next ``count`` items fit the batch's cost (updates ``batch.longest``)."""
-        assert self.item_size is not None
-        n, taken = len(batch.items), 0
-        for item in request.items[request.taken : request.taken + count]:
-            longest = max(batch.longest, self.item_size(item))
-            if n > 0 and (n + 1) * longest > self.max_batch_cost:
-                break
-            batch.longest, n, taken = longest, n + 1, taken + 1
-        return taken
 
     async def _execute(self, batch: _Batch) -> None:
         try:

@@ -112,6 +112,44 @@ def test_item_cost_budget_cuts_batches_before_padding_explodes(pool) -> None:
     assert all(len(batch) * max(len(t) for t in batch) <= 12 for batch in seen[1:])
 
 
+def test_waiting_texts_are_batched_by_length_across_requests(pool) -> None:
+    """Requests queued behind a running batch are merged costliest first (each request's items come
+    sorted longest first), so like lengths share a batch: 3 batches padded to 47 cost units where
+    taking each request's items in turn makes 4 batches of 57. Every request still gets its rows."""
+    seen: list[list[str]] = []
+    gate = threading.Event()
+
+    def run(items: list) -> np.ndarray:
+        if items == ["z"]:
+            gate.wait(5)  # hold the worker while the requests below queue
+        else:
+            seen.append(list(items))
+        return np.array([[len(t), ord(t[0])] for t in items], np.float32)
+
+    b = batcher(run, pool, max_batch_size=8, max_delay_ms=0, item_size=len, max_batch_cost=18)
+    requests = [["a" * 9, "a" * 2, "a"], ["b" * 8, "b" * 7, "b"], ["c" * 3, "c" * 3, "c" * 2]]
+
+    async def main() -> list[np.ndarray]:
+        b.start()
+        holder = asyncio.ensure_future(b.submit(["z"]))
+        await wait_for(lambda: b._busy == 1)
+        waiting = [asyncio.ensure_future(b.submit(items)) for items in requests]
+        await wait_for(lambda: b.queue_depth == 9)
+        gate.set()
+        await holder
+        results = await asyncio.gather(*waiting)
+        await b.stop()
+        return results
+
+    results = asyncio.run(main())
+    for items, out in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(out, [[len(t), ord(t[0])] for t in items])
+    lengths = [sorted((len(t) for t in batch), reverse=True) for batch in seen]
+    assert lengths == [[9, 8], [7, 3], [3, 2, 2, 1, 1]]
+    assert sum(len(batch) * batch[0] for batch in lengths) == 47
+    assert b.stats.requests == 4  # the holder and the three merged ones, each counted once
+
+
 def test_expired_request_is_not_computed(pool) -> None:
     run = Recorder()
     b = batcher(run, pool, max_delay_ms=0)
