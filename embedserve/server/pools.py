@@ -8,10 +8,11 @@
 * **decode** (``decode_threads``, default one per core): image decoding and
   resizing, tokenization. Pillow and the tokenizers library release the GIL.
 * **infer** (``infer_threads``, default 2): the dynamic batchers' calls into ONNX
-  Runtime, one batch per tower at a time on CPU and two on CUDA (a request that finds
-  its tower idle is decoded here too, in the same call: ``Batcher.run_alone``). ORT
-  itself runs each call on its own intra-op threads (``intra_op_threads``, default:
-  one per core; they do not spin).
+  Runtime (a request that finds its tower idle is decoded here too, in the same call:
+  ``Batcher.run_alone``). ORT itself runs each call on its own intra-op threads
+  (``intra_op_threads``, default: one per core; they do not spin), so on CPU one batch
+  per tower runs at a time; with ``intra_op_threads`` 1, a batch per core, and two on
+  CUDA (``embedserve.models.tower.concurrent_batches``).
 * **search** (``search_threads``, default one per core): FAISS searches and other
   reads of collections (Get, lookups by id, statistics). Each FAISS call uses
   ``faiss_threads`` OpenMP threads (default 1): requests already run in parallel

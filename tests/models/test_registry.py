@@ -269,3 +269,22 @@ def test_cuda_is_really_used(bundle_dirs, executors) -> None:
         np.testing.assert_allclose(np.concatenate(together), await model.embed(many), atol=1e-4)
 
     run(registry, body)
+
+
+def test_batches_at_once_follow_the_threads_each_call_takes() -> None:
+    """ORT's default uses every core per call: one batch at a time on CPU; one thread a call: a batch
+    per core, within the infer pool; on CUDA two (host work beside kernels)."""
+    import dataclasses
+    import os
+
+    from embedserve.config import ServerConfig
+    from embedserve.models.tower import concurrent_batches
+
+    cores = os.cpu_count() or 1
+    base = ServerConfig(device="cpu")
+    cpu = "CPUExecutionProvider"
+    assert concurrent_batches(cpu, base) == 1
+    assert concurrent_batches(cpu, dataclasses.replace(base, intra_op_threads=1)) == min(2, cores)
+    assert concurrent_batches(cpu, dataclasses.replace(base, intra_op_threads=1, infer_threads=64)) == cores
+    assert concurrent_batches(cpu, dataclasses.replace(base, intra_op_threads=cores)) == 1
+    assert concurrent_batches("CUDAExecutionProvider", base) == 2
