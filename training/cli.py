@@ -252,13 +252,19 @@ def _add_import_st(sub) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="bundle directory (replaced if it exists)")
     p.add_argument("--name", help="model name (default: the directory's name)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="matrix products in int8, activations scaled per token (about 2x the sentences/s on CPU; "
+        "parity bound 0.98 instead of 0.9999)",
+    )
     p.set_defaults(func=_import_st)
 
 
 def _import_st(args) -> int:
     from training.text.import_st import import_sentence_transformer
 
-    manifest = import_sentence_transformer(args.dir, args.out, name=args.name)
+    manifest = import_sentence_transformer(args.dir, args.out, name=args.name, int8=args.int8)
     print(
         json.dumps(
             {"bundle": str(args.out), "name": manifest["name"], "parity": manifest["provenance"]["parity"]}

@@ -66,3 +66,39 @@ def test_served_vectors_match_sentence_transformers(minilm, tmp_path):
     cosine = (served * reference).sum(1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() >= 0.9999
     assert truncated and all(len(sentences[i].split()) > 150 for i in truncated)
+
+
+def test_int8_import_serves_each_text_the_same_vector_whatever_its_batch(minilm, tmp_path):
+    """--int8: per-token int8 matrix products; close to sentence-transformers (the import checks every
+    parity cosine >= 0.98), and a text's served vector does not depend on the texts it is batched with
+    (the server here runs a batch per core: intra_op_threads 1)."""
+    from embedserve.models import load_manifest
+    from tests.conftest import ServerThread, make_config
+    from training.cli import main
+    from training.text.sentences import PARITY_SENTENCES
+
+    models = tmp_path / "models"
+    assert (
+        main(
+            ["import-st", str(_model_dir()), "--out", str(models / "minilm8"), "--name", "minilm8", "--int8"]
+        )
+        == 0
+    )
+    provenance = load_manifest(models / "minilm8").provenance
+    assert provenance["quantization"]["matmuls"] == 36 and provenance["parity"]["min_cosine"] >= 0.98
+    (models / "minilm").symlink_to(minilm, target_is_directory=True)
+    sentences = PARITY_SENTENCES[:24]
+    server = ServerThread(make_config(models, tmp_path / "data", default_model="minilm8", intra_op_threads=1))
+    try:
+        with server.client() as client:
+            together = client.embed(sentences)
+            alone = np.concatenate([client.embed([s]) for s in sentences])
+            shuffled = client.embed(sentences[::-1])[::-1]
+            float_vectors = client.embed(sentences, model="minilm")
+    finally:
+        server.stop()
+    # equal up to float rounding (padding changes reduction orders by an ulp or so, as in the float
+    # model); ORT's dynamic quantization moves a text's vector by up to 0.05 with its batch-mates
+    np.testing.assert_allclose(alone, together, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(shuffled, together, rtol=0, atol=1e-6)
+    assert (together * float_vectors).sum(1).min() >= 0.98
