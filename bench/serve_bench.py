@@ -3,6 +3,7 @@
     python bench/serve_bench.py                        # the bench CNN (64x64) and a ResNet-18 (224x224)
     python bench/serve_bench.py --model cnn --rounds 5 # one model
     python bench/serve_bench.py --peers                # + Milvus Lite (pymilvus) beside FAISS and the server
+    python bench/serve_bench.py --server-flags "--intra-op-threads 1"   # the server with more flags
 
 Embed, for each model (random weights: cost, not quality, is measured), against the best raw
 pipeline on the same cores: decode + preprocess (embedserve's own preprocessor, on a pool of one
@@ -567,6 +568,9 @@ def main() -> int:
     )
     parser.add_argument("--peers", action="store_true", help="also Milvus Lite (pymilvus + milvus-lite)")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument(
+        "--server-flags", default="", help="more `embedserve serve` flags, e.g. '--intra-op-threads 1'"
+    )
     args = parser.parse_args()
     kinds = ["cnn", "resnet18"] if args.model == "both" else [args.model]
     print(
@@ -575,7 +579,7 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         models = {kind: build_bundle(Path(tmp) / "models", kind) for kind in kinds}
-        server = start_server(list(models.values()), Path(tmp) / "data")
+        server = start_server(list(models.values()), Path(tmp) / "data", args.server_flags.split())
         clients = Clients(16)
         try:
             with Client(server[1]) as c:
