@@ -44,14 +44,12 @@ class ServerConfig:
     max_text_bytes: int = 64 << 10  # UTF-8 bytes of one text (tokens past a model's max_length are cut)
     # Threads: see embedserve.server.pools for what each pool runs and why these sizes.
     decode_threads: int = 0  # image decode / tokenization pool; 0 = os.cpu_count()
-    infer_threads: int = (
-        2  # pool that calls ONNX Runtime (batches per tower at once: models.tower.concurrent_batches)
-    )
+    # pool that calls ONNX Runtime (batches per tower at once: models.tower.concurrent_batches)
+    infer_threads: int = 2
     search_threads: int = 0  # FAISS searches and reads; 0 = os.cpu_count()
     write_threads: int = 0  # upserts, deletes, snapshots, create/delete collection; 0 = max(4, cpus)
-    intra_op_threads: int = (
-        0  # ONNX Runtime threads per call; 0 = its default (every core); 1 = a batch per core
-    )
+    # ONNX Runtime threads per call; 0 = its default (every core); 1 = a batch per core at once
+    intra_op_threads: int = 0
     faiss_threads: int = 1  # OpenMP threads per FAISS call; requests already run in parallel (search_threads)
     snapshot_wal_bytes: int = 64 << 20
     tls_cert: Path | None = None
