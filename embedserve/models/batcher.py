@@ -3,12 +3,12 @@
 Requests wait in a FIFO queue. The worker takes up to ``max_batch_size`` items
 from its head once the batch is full, or once ``max_delay_ms`` have passed since
 the oldest waiting request arrived. With an item cost (a text's padded length),
-a batch instead takes the costliest waiting items of the oldest requests, within
-a cost budget, so texts of like length share a batch (``_take_by_cost``). A request larger than a batch is split over
-consecutive batches and reassembled. Batches run in ``executor`` (ORT releases
-the GIL); at most ``max_concurrent_batches`` run at once — 1 by default, since
-one ORT call already uses every core; 2 lets the next batch's host-side work
-overlap a GPU batch.
+a batch instead takes the costliest waiting items of the oldest requests within
+a cost budget, so texts of like length share a batch (``_take_by_cost``). A
+request larger than a batch is split over consecutive batches and reassembled.
+Batches run in ``executor`` (ORT releases the GIL); at most
+``max_concurrent_batches`` run at once (the tower decides how many:
+``embedserve.models.tower.concurrent_batches``).
 
 A request that finds the batcher idle (nothing queued, no batch running) has
 nothing to be batched with: ``run_alone`` runs it at once as its own batch, in
