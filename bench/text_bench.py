@@ -20,6 +20,7 @@
        sending the 512 texts as 16 requests of 32 in turn (each from its own first request).
    Prints the medians over rounds, against sentence-transformers and against raw ORT on the
    same bundle.
+3. The latency of a request alone in flight (1 text, 32 texts) on each server and model.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ def main() -> int:
                             proc.pid, target, "texts", (requests, name), args.clients, args.seconds
                         )
                         rates.setdefault(f"{mode} {kind}", []).append(rate[0])
+            lone = lone_latency(servers, names, texts, args.rounds)
         finally:
             clients.close()
             for proc, _ in servers.values():
@@ -216,7 +218,40 @@ def main() -> int:
         f"\nmedians of {args.rounds} interleaved rounds; rounds: "
         + "; ".join(f"{k} {[round(x) for x in v]}" for k, v in rates.items())
     )
+    print(
+        "\none request at a time from one client, ms per request (median over rounds of per-round medians):"
+    )
+    print("| server | model | 1 text | 32 texts |")
+    print("|---|---|---|---|")
+    for (mode, kind), (one, many) in lone.items():
+        print(f"| {mode} | {kind} | {one * 1e3:.1f} | {many * 1e3:.1f} |")
     return 0
+
+
+def lone_latency(servers, names: dict[str, str], texts: list[str], rounds: int) -> dict:
+    """Per server mode and model, the latency of one request alone in flight: 1 text (256 requests
+    a round) and 32 texts (8 a round), rounds interleaved; medians."""
+    found: dict[tuple[str, str, int], list[float]] = {}
+    clients = {mode: Client(target) for mode, (_, target) in servers.items()}
+    try:
+        for _ in range(rounds):
+            for mode, client in clients.items():
+                for kind, name in names.items():
+                    for n in (1, 32):
+                        times = []
+                        for i in range(0, 256, n):
+                            started = time.perf_counter()
+                            client.embed(texts[i : i + n], model=name)
+                            times.append(time.perf_counter() - started)
+                        found.setdefault((mode, kind, n), []).append(statistics.median(times))
+    finally:
+        for client in clients.values():
+            client.close()
+    return {
+        (mode, kind): (statistics.median(found[(mode, kind, 1)]), statistics.median(found[(mode, kind, 32)]))
+        for mode in servers
+        for kind in names
+    }
 
 
 if __name__ == "__main__":
