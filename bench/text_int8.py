@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,46 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from text_bench import sentences  # noqa: E402
+from text_bench import RawOrt, sentences  # noqa: E402
 
 from embedserve.metric import l2_normalize  # noqa: E402
 
-
-class Graph:
-    """One ONNX graph of the model, run as the server runs a text tower on one-thread sessions."""
-
-    def __init__(self, path: Path, tokenizer: Path, cores: int) -> None:
-        import onnxruntime as ort
-
-        from embedserve.models.text import TextPreprocessor
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
-        self.pre = TextPreprocessor(tokenizer, 256)
-        self.pool = ThreadPoolExecutor(cores)
-
-    def _run(self, batch: list[np.ndarray]) -> np.ndarray:
-        ids, mask = self.pre.pad(batch)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
-        return self.session.run(None, {n: feeds[n] for n in self.names})[0]
-
-    def encode(self, texts: list[str], budget: int = 256) -> np.ndarray:
-        ids, _ = self.pre.tokenize(texts)
-        order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
-        parts, start = [], 0
-        while start < len(order):
-            rows = max(1, min(32, budget // len(ids[order[start]])))
-            parts.append(order[start : start + rows])
-            start += rows
-        out = np.empty((len(texts), 384), np.float32)
-        for part, rows in zip(
-            parts, self.pool.map(self._run, [[ids[j] for j in p] for p in parts]), strict=True
-        ):
-            out[part] = rows
-        return l2_normalize(out)
+BUDGET = 256  # padded tokens a batch, as the server's max_batch_tokens
 
 
 def neighbours(v: np.ndarray, k: int = 10) -> np.ndarray:
@@ -111,24 +75,28 @@ def main() -> int:
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
         )
-        tokenizer = float_dir / "tokenizer.json"
+        # each graph run as the server runs a text tower with --intra-op-threads 1: a batch per core
         graphs = {
-            "float (import-st)": Graph(float_dir / "text.onnx", tokenizer, cores),
-            "int8, per token (import-st --int8)": Graph(int8_dir / "text.onnx", tokenizer, cores),
-            "int8, per batch (ORT quantize_dynamic)": Graph(dynamic, tokenizer, cores),
+            "float (import-st)": RawOrt(float_dir, cores, False, True),
+            "int8, per token (import-st --int8)": RawOrt(int8_dir, cores, False, True),
+            "int8, per batch (ORT quantize_dynamic)": RawOrt(float_dir, cores, False, True, graph=dynamic),
         }
+
+        def encode(graph: RawOrt, batch: list[str]) -> np.ndarray:
+            return l2_normalize(graph.encode(batch, BUDGET))
+
         st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         reference = l2_normalize(np.asarray(st.encode(PARITY_SENTENCES, batch_size=32), np.float32))
-        base = graphs["float (import-st)"].encode(texts)
+        base = encode(graphs["float (import-st)"], texts)
         base_nn = neighbours(base)
         rows = {}
         for name, graph in graphs.items():
-            parity = (graph.encode(PARITY_SENTENCES) * reference).sum(1)
-            v = graph.encode(texts)
+            parity = (encode(graph, PARITY_SENTENCES) * reference).sum(1)
+            v = encode(graph, texts)
             to_float = (v * base).sum(1)
             kept = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(neighbours(v), base_nn, strict=True)])
-            together = graph.encode(PARITY_SENTENCES[:32])
-            alone = np.concatenate([graph.encode([s]) for s in PARITY_SENTENCES[:32]])
+            together = encode(graph, PARITY_SENTENCES[:32])
+            alone = np.concatenate([encode(graph, [s]) for s in PARITY_SENTENCES[:32]])
             rows[name] = [
                 parity.min(),
                 parity.mean(),
@@ -141,7 +109,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, graph in graphs.items():
                 started = time.perf_counter()
-                graph.encode(texts)
+                graph.encode(texts, BUDGET)
                 speed[name].append(len(texts) / (time.perf_counter() - started))
     print(
         "\n| graph | parity min / mean | cosine to float min / mean | 10 nearest kept | alone vs batched | sentences/s |"
