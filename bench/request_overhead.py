@@ -155,7 +155,7 @@ def main() -> None:
         client.create_collection("overhead", metric="ip")
         for s in range(0, len(base), 2000):
             client.upsert("overhead", [item(f"v{i}", vector=base[i]) for i in range(s, s + 2000)])
-        q64 = list(queries[:64])
+        q64 = queries[:64]  # a [64, 128] array: one tensor (SearchRequest.vectors)
         kinds = {name: (pid, lambda call=call: call(payload)) for name, (pid, call) in echo_calls.items()} | {
             "ListModels": (server.proc.pid, lambda: client.list_models()),
             "Embed, 1 tiny PNG": (server.proc.pid, lambda: client.embed([png])),

@@ -525,7 +525,8 @@ def bench_search(
     for nq in (1, 64):
         kinds[f"raw FAISS Flat, {nq} query/call"] = lambda nq=nq: raw_best(nq)
         for form in ("hits", "packed"):
-            payload = ("bench-flat", list(queries[:nq]))
+            # one query as a Query message; a batch as one [nq, dim] tensor (SearchRequest.vectors)
+            payload = ("bench-flat", list(queries[:1]) if nq == 1 else queries[:nq])
             kinds[f"embedserve Search, {nq} query/request, {form}"] = (
                 lambda nq=nq, form=form, payload=payload: clients.rate(
                     proc.pid, target, "search" if form == "hits" else form, payload, 1, seconds

@@ -77,23 +77,35 @@ def query(q: QueryLike) -> pb.Query:
     raise TypeError(f"cannot make a query of {type(q).__name__}")
 
 
+Queries = Sequence[QueryLike] | np.ndarray
+
+
+def _set_queries(request: pb.SearchRequest | pb.ClassifyRequest, queries: Queries) -> None:
+    """A 2-D array goes as one [Q, dim] tensor (``vectors``), anything else as a Query per item."""
+    if isinstance(queries, np.ndarray) and queries.ndim == 2:
+        request.vectors.CopyFrom(to_tensor(queries))
+    else:
+        request.queries.extend(query(q) for q in queries)
+
+
 def _search_request(
     collection: str,
-    queries: Sequence[QueryLike],
+    queries: Queries,
     k: int,
     label_filter: Sequence[str],
     nprobe: int,
     ef_search: int,
     predicted_label_filter: Sequence[str],
 ) -> pb.SearchRequest:
-    return pb.SearchRequest(
+    request = pb.SearchRequest(
         collection=collection,
-        queries=[query(q) for q in queries],
         k=k,
         label_filter=list(label_filter),
         params=pb.SearchParams(nprobe=nprobe, ef_search=ef_search),
         predicted_label_filter=list(predicted_label_filter),
     )
+    _set_queries(request, queries)
+    return request
 
 
 class _Api:
@@ -215,7 +227,7 @@ class _Api:
     def search(
         self,
         collection: str,
-        queries: Sequence[QueryLike],
+        queries: Queries,
         *,
         k: int = 10,
         label_filter: Sequence[str] = (),
@@ -225,7 +237,8 @@ class _Api:
         predicted_label_filter: Sequence[str] = (),
         min_confidence: float = 0.0,
     ):
-        """Per query, its hits (best first)."""
+        """Per query, its hits (best first). ``queries``: a list (image bytes, text, vector, ById),
+        or a float32 [Q, dim] array of raw vectors, sent as one tensor (the compact form)."""
         request = _search_request(
             collection, queries, k, label_filter, nprobe, ef_search, predicted_label_filter
         )
@@ -235,7 +248,7 @@ class _Api:
     def search_packed(
         self,
         collection: str,
-        queries: Sequence[QueryLike],
+        queries: Queries,
         *,
         k: int = 10,
         label_filter: Sequence[str] = (),
@@ -254,7 +267,7 @@ class _Api:
 
     def classify(
         self,
-        queries: Sequence[QueryLike],
+        queries: Queries,
         *,
         collection: str = "",
         support: Sequence[tuple[QueryLike, str]] = (),
@@ -270,11 +283,11 @@ class _Api:
             support=[pb.LabelledExample(example=query(x), label=label) for x, label in support],
             model=model,
             metric=metric,
-            queries=[query(q) for q in queries],
             k=k,
             temperature=temperature,
             include_neighbors=include_neighbors,
         )
+        _set_queries(request, queries)
         return self._call(self.searcher.Classify, request, lambda r: list(r.results))
 
     # -- LabelService

@@ -34,6 +34,7 @@ from embedserve.labelling.neighbours import graph_bytes
 from embedserve.labelling.suggest import STRATEGIES
 from embedserve.limits import DEFAULT_SEARCH_K, HIT_OVERHEAD_BYTES, MAX_ID_BYTES, check_reply
 from embedserve.server.base import Parts
+from embedserve.server.contents import query_count
 from embedserve.store import Collection
 from embedserve.v1 import embedserve_pb2 as pb
 
@@ -76,7 +77,8 @@ def get(parts: Parts, request: pb.GetRequest) -> None:
 def search(parts: Parts, request: pb.SearchRequest) -> None:
     limits = parts.config.limits
     k = limits.check_k(request.k or DEFAULT_SEARCH_K)
-    limits.check_queries(len(request.queries), k)
+    n = query_count(request)
+    limits.check_queries(n, k)
     limits.check_search_params(request.params.nprobe, request.params.ef_search)
     if not (math.isfinite(request.min_confidence) and 0 <= request.min_confidence <= 1):
         raise InvalidArgument(f"min_confidence must be in 0..1, got {request.min_confidence}")
@@ -86,13 +88,13 @@ def search(parts: Parts, request: pb.SearchRequest) -> None:
         raise InvalidArgument("packed results carry ids and scores only: include_metadata must be false")
     collection = parts.store.get(request.collection)
     per_hit = collection.max_item_bytes(metadata=request.include_metadata) + HIT_OVERHEAD_BYTES
-    check_reply(len(request.queries) * k * per_hit, parts.config.max_message_bytes, "the reply")
+    check_reply(n * k * per_hit, parts.config.max_message_bytes, "the reply")
 
 
 def classify(parts: Parts, request: pb.ClassifyRequest) -> None:
     limits = parts.config.limits
     k = limits.check_k(request.k or knn.DEFAULT_K)
-    n = len(request.queries)
+    n = query_count(request)
     limits.check_queries(n, k)
     if request.support:
         limits.check_support(n, len(request.support), 1)  # x dim once the model is known

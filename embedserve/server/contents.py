@@ -82,6 +82,46 @@ def vector_batch(messages, dim: int, oneof: str = "content") -> np.ndarray | Non
     return np.frombuffer(b"".join(data), dtype=LE_FLOAT32).reshape(len(messages), dim)
 
 
+def query_count(request) -> int:
+    """How many queries a SearchRequest or ClassifyRequest holds: its ``queries``, or the rows of
+    its ``vectors`` tensor (whose shape is checked here, before anything is allocated)."""
+    if not request.HasField("vectors"):
+        return len(request.queries)
+    if request.queries:
+        raise InvalidArgument("give queries or vectors, not both")
+    return _matrix_shape(request.vectors)[0]
+
+
+def _matrix_shape(tensor: pb.Tensor) -> tuple[int, int]:
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+        raise InvalidArgument(
+            f"vectors must have shape [queries, dim], both at least 1, got {quote(str(shape))}"
+        )
+    if len(tensor.data) != 4 * shape[0] * shape[1]:
+        raise InvalidArgument(
+            f"vectors: shape {shape} needs {4 * shape[0] * shape[1]} bytes of float32, got {len(tensor.data)}"
+        )
+    return shape[0], shape[1]
+
+
+def query_matrix(tensor: pb.Tensor, dim: int, owner: str) -> np.ndarray:
+    """A request's ``vectors`` tensor -> float32 [Q, dim], a view of its bytes (one conversion)."""
+    q, d = _matrix_shape(tensor)
+    if d != dim:
+        raise InvalidArgument(f"vectors have dimension {d}, {owner} expects {dim}")
+    return np.frombuffer(tensor.data, dtype=LE_FLOAT32).reshape(q, d)
+
+
+def query_contents(request, *, allow_id: bool = True) -> list[Content]:
+    """A Search or Classify request's queries as contents: its ``queries`` one by one, or the rows
+    of its ``vectors`` (raw vectors, their dimension checked where they are resolved)."""
+    if request.HasField("vectors"):
+        q, d = _matrix_shape(request.vectors)
+        return list(np.frombuffer(request.vectors.data, dtype=LE_FLOAT32).reshape(q, d).astype(np.float32))
+    return [query_content(q, i, allow_id=allow_id) for i, q in enumerate(request.queries)]
+
+
 def _embeddable(message, kind: str | None, index: int, noun: str) -> Content | None:
     """The image, text or vector set in a Query, Item or Input message, or None if none is."""
     if kind == "image":

@@ -13,7 +13,15 @@ from embedserve.limits import DEFAULT_SEARCH_K
 from embedserve.metric import Metric
 from embedserve.server import admission
 from embedserve.server.base import Parts, deadline_of, rpc
-from embedserve.server.contents import IdRef, Resolved, query_content, resolve, vector_batch
+from embedserve.server.contents import (
+    IdRef,
+    Resolved,
+    query_content,
+    query_contents,
+    query_matrix,
+    resolve,
+    vector_batch,
+)
 from embedserve.store import Collection, Hit, PackedHits
 from embedserve.v1 import embedserve_pb2 as pb
 from embedserve.v1 import embedserve_pb2_grpc as pb_grpc
@@ -59,17 +67,22 @@ class SearchService(pb_grpc.SearchServiceServicer):
         return await self.parts.pools.reading(call)
 
     async def _collection_queries(
-        self, collection: Collection, queries, context
+        self, collection: Collection, request, context
     ) -> tuple[Resolved, list[str | None]]:
-        """Query vectors [Q, D] for a collection, and per query the id to leave out (search by id)."""
-        vectors = vector_batch(queries, collection.spec.dim, "kind")
+        """A Search or Classify request's query vectors [Q, D] for a collection, and per query the
+        id to leave out (search by id)."""
+        owner = f"collection '{collection.spec.name}'"
+        if request.HasField("vectors"):  # one [Q, dim] tensor (admission checked its shape)
+            matrix = query_matrix(request.vectors, collection.spec.dim, owner)
+            return Resolved(matrix, []), [None] * len(matrix)
+        vectors = vector_batch(request.queries, collection.spec.dim, "kind")
         if vectors is not None:  # raw vectors only, each of the collection's dim: one conversion
             return Resolved(vectors, []), [None] * len(vectors)
-        contents = [query_content(q, i) for i, q in enumerate(queries)]
+        contents = query_contents(request)
         resolved = await resolve(
             contents,
             dim=collection.spec.dim,
-            owner=f"collection '{collection.spec.name}'",
+            owner=owner,
             model=self.parts.model_of(collection),
             model_name=collection.spec.model,
             collection=collection,
@@ -85,7 +98,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
         k = request.k or DEFAULT_SEARCH_K  # admitted: in 1..max_k, queries x k within max_results
         params = request.params
         collection = self.parts.store.get(request.collection)
-        queries, exclude = await self._collection_queries(collection, request.queries, context)
+        queries, exclude = await self._collection_queries(collection, request, context)
         found = await self._search(
             collection,
             queries.vectors,
@@ -147,7 +160,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
 
     async def _collection_neighbours(self, request, k, context) -> tuple[list[list[Hit]], Metric, list[int]]:
         collection = self.parts.store.get(request.collection)
-        queries, exclude = await self._collection_queries(collection, request.queries, context)
+        queries, exclude = await self._collection_queries(collection, request, context)
         hits = await self._search(collection, queries.vectors, k, labelled_only=True, exclude=exclude)
         return hits, collection.spec.metric, queries.truncated
 
@@ -164,7 +177,7 @@ class SearchService(pb_grpc.SearchServiceServicer):
         for i, label in enumerate(labels):
             if not label:
                 raise item_error(InvalidArgument, i, "label is empty", noun="support")
-        queries = [query_content(q, i, allow_id=False) for i, q in enumerate(request.queries)]
+        queries = query_contents(request, allow_id=False)
         needs_model = any(not isinstance(c, np.ndarray) for c in support + queries)
         model = self.parts.model(request.model) if needs_model or request.model else None
         if model is not None:

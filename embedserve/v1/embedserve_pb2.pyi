@@ -293,7 +293,7 @@ class SearchParams(_message.Message):
     def __init__(self, nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata", "predicted_label_filter", "min_confidence", "packed")
+    __slots__ = ("collection", "queries", "k", "label_filter", "params", "include_metadata", "predicted_label_filter", "min_confidence", "packed", "vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +303,7 @@ class SearchRequest(_message.Message):
     PREDICTED_LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
@@ -312,7 +313,8 @@ class SearchRequest(_message.Message):
     predicted_label_filter: _containers.RepeatedScalarFieldContainer[str]
     min_confidence: float
     packed: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., predicted_label_filter: _Optional[_Iterable[str]] = ..., min_confidence: _Optional[float] = ..., packed: _Optional[bool] = ...) -> None: ...
+    vectors: Tensor
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., label_filter: _Optional[_Iterable[str]] = ..., params: _Optional[_Union[SearchParams, _Mapping]] = ..., include_metadata: _Optional[bool] = ..., predicted_label_filter: _Optional[_Iterable[str]] = ..., min_confidence: _Optional[float] = ..., packed: _Optional[bool] = ..., vectors: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "label", "metadata", "predicted_label", "confidence")
@@ -372,7 +374,7 @@ class LabelledExample(_message.Message):
     def __init__(self, example: _Optional[_Union[Query, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("collection", "support", "model", "metric", "queries", "k", "temperature", "include_neighbors")
+    __slots__ = ("collection", "support", "model", "metric", "queries", "k", "temperature", "include_neighbors", "vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +383,7 @@ class ClassifyRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     support: _containers.RepeatedCompositeFieldContainer[LabelledExample]
     model: str
@@ -389,7 +392,8 @@ class ClassifyRequest(_message.Message):
     k: int
     temperature: float
     include_neighbors: bool
-    def __init__(self, collection: _Optional[str] = ..., support: _Optional[_Iterable[_Union[LabelledExample, _Mapping]]] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ..., include_neighbors: _Optional[bool] = ...) -> None: ...
+    vectors: Tensor
+    def __init__(self, collection: _Optional[str] = ..., support: _Optional[_Iterable[_Union[LabelledExample, _Mapping]]] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ..., include_neighbors: _Optional[bool] = ..., vectors: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ClassProbability(_message.Message):
     __slots__ = ("label", "probability")

@@ -158,3 +158,19 @@ def test_huge_finite_vectors_are_refused_not_turned_into_nan(client):
     )
     hits = client.search("huge-l2", [np.zeros(16, np.float32)], k=2)[0]
     assert [h.id for h in hits] == ["near", "far"] and all(np.isfinite(h.score) for h in hits)
+
+
+def test_a_query_tensor_classifies_as_its_rows_would(client):
+    """ClassifyRequest.vectors: against a collection and against a support set, the same votes as
+    the rows sent one Query each."""
+    x, y, _ = labelled_clusters(20, classes=4, seed=5)
+    client.create_collection("cls-tensor")
+    client.upsert("cls-tensor", [item(f"p{i}", vector=x[i], label=f"c{y[i]}") for i in range(len(x))])
+    test_x, _, _ = labelled_clusters(3, classes=4, seed=6)
+    support = [(x[i], f"c{y[i]}") for i in range(0, len(x), 2)]
+    for kwargs in ({"collection": "cls-tensor"}, {"support": support}):
+        rows = client.classify(list(test_x), k=5, include_neighbors=True, **kwargs)
+        tensor = client.classify(test_x, k=5, include_neighbors=True, **kwargs)
+        assert [r.SerializeToString() for r in tensor] == [r.SerializeToString() for r in rows]
+    got, details = status_of(lambda: client.classify(test_x[:, :8], support=support))
+    assert got == grpc.StatusCode.INVALID_ARGUMENT and "query 0" in details

@@ -175,3 +175,53 @@ def test_packed_results_are_the_hits_without_their_messages(client):
     )
     code, details = status_of(lambda: client.searcher.Search(request))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "packed results carry ids and scores only" in details
+
+
+def test_a_query_tensor_searches_as_its_rows_would(client):
+    """SearchRequest.vectors ([Q, dim], one tensor): the same hits as the rows sent as Query
+    messages, packed or not, with filters; bad tensors get INVALID_ARGUMENT or RESOURCE_EXHAUSTED
+    before any work, and errors about a row name it as that query."""
+    client.create_collection("tensor-q", metric="cosine")
+    base, assign = clustered(300, seed=11)
+    fill(client, "tensor-q", base, assign % 4)
+    queries = np.random.default_rng(12).standard_normal((9, 16)).astype(np.float32)
+    for options in ({}, {"label_filter": ["2"]}):
+        as_rows = client.search("tensor-q", list(queries), k=7, **options)
+        as_tensor = client.search("tensor-q", queries, k=7, **options)
+        assert [[(h.id, h.score, h.label) for h in r] for r in as_tensor] == [
+            [(h.id, h.score, h.label) for h in r] for r in as_rows
+        ]
+        packed = client.search_packed("tensor-q", queries, k=7, **options)
+        assert [ids for ids, _ in packed] == [[h.id for h in r] for r in as_rows]
+
+    def tensor_request(shape, data, **fields):
+        return pb.SearchRequest(collection="tensor-q", vectors=pb.Tensor(shape=shape, data=data), **fields)
+
+    good = queries.tobytes()
+    cases = [
+        (tensor_request([9, 16], good[:-4]), grpc.StatusCode.INVALID_ARGUMENT, "needs 576 bytes"),
+        (tensor_request([9 * 16], good), grpc.StatusCode.INVALID_ARGUMENT, "shape [queries, dim]"),
+        (tensor_request([0, 16], b""), grpc.StatusCode.INVALID_ARGUMENT, "shape [queries, dim]"),
+        (
+            tensor_request([16, 9], good),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dimension 9, collection 'tensor-q' expects 16",
+        ),
+        (tensor_request([1 << 40, 16], good), grpc.StatusCode.INVALID_ARGUMENT, "bytes of float32"),
+        (
+            tensor_request([9, 16], good, queries=[query(queries[0])]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "queries or vectors, not both",
+        ),
+    ]
+    nan = queries.copy()
+    nan[4, 3] = np.nan
+    cases.append((tensor_request([9, 16], nan.tobytes()), grpc.StatusCode.INVALID_ARGUMENT, "query 4"))
+    many = np.ones((20_000, 16), np.float32)
+    cases.append(
+        (tensor_request([20_000, 16], many.tobytes()), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_queries")
+    )
+    for request, code, fragment in cases:
+        got, details = status_of(lambda request=request: client.searcher.Search(request))
+        assert got == code and fragment in details, (list(request.vectors.shape), details)
+    assert len(client.search("tensor-q", queries[:1], k=3)[0]) == 3  # still serving
