@@ -148,6 +148,11 @@ def main() -> None:
         )
     payload = b"x" * 64
 
+    def calls(name: str) -> int:
+        """Calls per round: a 64-query call costs ~20 single ones; a quarter of --n of them keeps each
+        round's sample near half a second, long enough not to be one noisy moment of the machine."""
+        return args.n if "64" not in name else max(20, args.n // 4)
+
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data")
         server.start()
@@ -174,14 +179,14 @@ def main() -> None:
                 for name in order:
                     pid, fn = kinds[name]
                     before, started = cpu_seconds(pid), time.perf_counter()
-                    n = args.n if "64" not in name else max(20, args.n // 20)
+                    n = calls(name)
                     for _ in range(n):
                         fn()
                     wall = time.perf_counter() - started
                     per[name].append((cpu_seconds(pid) - before) / n)
                     rate[name].append(n / wall)
                 for raw, fn in raws.items():
-                    cpu, wall = raw_cost_per_call(fn, args.n if "64" not in raw else max(20, args.n // 20))
+                    cpu, wall = raw_cost_per_call(fn, calls(raw))
                     raw_per[raw].append(cpu)
                     raw_wall[raw].append(wall)
         finally:

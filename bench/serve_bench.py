@@ -233,10 +233,12 @@ def start_server(models: list[Path], data: Path, extra: Sequence[str] = ()) -> t
     return proc, target
 
 
-def _client_job(args) -> tuple[int, float, int]:
+def _client_job(args) -> tuple[int, float, int, float]:
     """One client process: repeat one call for ``seconds``; (items done in that time, elapsed, items
-    sent in all: the warm-up call and the one in flight at the end included)."""
+    sent in all: the warm-up call and the one in flight at the end included, this process's CPU
+    seconds over all of them)."""
     target, kind, payload, seconds = args
+    cpu = time.process_time()
     with Client(target) as c:
         if kind == "embed":
             call = lambda: c.embed(payload[0], model=payload[1])  # noqa: E731
@@ -255,7 +257,7 @@ def _client_job(args) -> tuple[int, float, int]:
         while time.perf_counter() - start < seconds:
             call()
             done += n
-        return done, time.perf_counter() - start, done + n
+        return done, time.perf_counter() - start, done + n, time.process_time() - cpu
 
 
 def _ready(_: int) -> None:
@@ -272,11 +274,16 @@ class Clients:
 
     def rate(self, server_pid: int, target: str, kind: str, payload, clients: int, seconds: float):
         """(items/s over ``clients`` processes, server CPU seconds per item: its CPU over the whole
-        measurement, warm-up calls included, over every item it was sent)."""
+        measurement, warm-up calls included, over every item it was sent; the clients' CPU seconds
+        per item, counted the same way)."""
         before = cpu_seconds(server_pid)
         results = self.pool.map(_client_job, [(target, kind, payload, seconds)] * clients)
-        done, sent = sum(d for d, _, _ in results), sum(s for _, _, s in results)
-        return done / max(t for _, t, _ in results), (cpu_seconds(server_pid) - before) / sent
+        done, sent = sum(r[0] for r in results), sum(r[2] for r in results)
+        return (
+            done / max(r[1] for r in results),
+            (cpu_seconds(server_pid) - before) / sent,
+            sum(r[3] for r in results) / sent,
+        )
 
     def close(self) -> None:
         self.pool.terminate()
@@ -353,7 +360,13 @@ class RawPipeline:
         return rate, (time.process_time() - cpu) / n[0]
 
 
-def bench_embed(models, clients: Clients, server, rounds: int, seconds: float) -> list[str]:
+def bench_embed(models, clients: Clients, server, rounds: int, seconds: float, floor: float) -> list[str]:
+    """Embed rows against the raw pipeline. ``floor``: the echo server's CPU seconds per request,
+    for the ceiling column: the images/s ratio that a server costing the echo floor plus the raw
+    pipeline's CPU per image could reach with the clients' measured CPU on the same cores
+    (cores / (clients' CPU + floor / images per request + raw CPU), over the raw rate). A target
+    above it cannot be met with the clients on the server's cores."""
+    cores = os.cpu_count() or 1
     proc, target = server
     lines = []
     for bundle in models.values():
@@ -365,7 +378,7 @@ def bench_embed(models, clients: Clients, server, rounds: int, seconds: float) -
         shapes = {f"{c} x {n}": (c, n) for c, n in CLIENT_SHAPES}
         raw_batch: dict[int, list[tuple[float, float]]] = {bs: [] for bs in (8, 32, 64)}
         raw_single: list[tuple[float, float]] = []
-        served: dict[str, list[tuple[float, float]]] = {s: [] for s in shapes}
+        served: dict[str, list[tuple[float, float, float]]] = {s: [] for s in shapes}
         for r in range(rounds):
             for bs in raw_batch:
                 raw_batch[bs].append(raw.run(bs, seconds))
@@ -374,33 +387,37 @@ def bench_embed(models, clients: Clients, server, rounds: int, seconds: float) -
                 c, n = shapes[label]
                 served[label].append(clients.rate(proc.pid, target, "embed", (images[:n], name), c, seconds))
 
-        def med(results: list[tuple[float, float]]) -> tuple[float, float]:
-            return statistics.median(r for r, _ in results), statistics.median(c for _, c in results)
+        def med(results):
+            return tuple(statistics.median(column) for column in zip(*results, strict=True))
 
         best_bs = max(raw_batch, key=lambda bs: med(raw_batch[bs])[0])
         best, best_cpu = med(raw_batch[best_bs])
         single, single_cpu = med(raw_single)
         lines += [
             f"\n{name}: 3x{spec.size[0]}x{spec.size[1]} -> {load_manifest(bundle).dim}",
-            "| measurement | images/s | CPU ms / image (server's, for gRPC) | images/s ratio | CPU ratio |",
-            "|---|---|---|---|---|",
-            f"| raw decode + ORT, 1 image at a time | {single:,.1f} | {single_cpu * 1e3:.2f} | | |",
-            f"| raw decode + ORT pipeline, batch {best_bs} (best of 8/32/64) | {best:,.1f} | {best_cpu * 1e3:.2f} | 1.00 | 1.00 |",
+            "| measurement | images/s | CPU ms / image (server's, for gRPC) | clients' CPU ms / image "
+            "| images/s ratio | CPU ratio | ceiling on shared cores |",
+            "|---|---|---|---|---|---|---|",
+            f"| raw decode + ORT, 1 image at a time | {single:,.1f} | {single_cpu * 1e3:.2f} | | | | |",
+            f"| raw decode + ORT pipeline, batch {best_bs} (best of 8/32/64) | {best:,.1f} | {best_cpu * 1e3:.2f} "
+            "| | 1.00 | 1.00 | |",
         ]
         for label, results in served.items():
-            rate, cpu = med(results)
+            rate, cpu, client_cpu = med(results)
             alone = shapes[label] == (1, 1)
             base, base_cpu = (single, single_cpu) if alone else (best, best_cpu)
+            ceiling = cores / (client_cpu + floor / shapes[label][1] + base_cpu) / base
             lines.append(
-                f"| gRPC Embed, {label} images/request | {rate:,.1f} | {cpu * 1e3:.2f} | {rate / base:.2f} "
-                f"| {base_cpu / cpu:.2f}{' (vs 1 at a time)' if alone else ''} |"
+                f"| gRPC Embed, {label} images/request | {rate:,.1f} | {cpu * 1e3:.2f} | {client_cpu * 1e3:.2f} "
+                f"| {rate / base:.2f} | {base_cpu / cpu:.2f}{' (vs 1 at a time)' if alone else ''} | {ceiling:.2f} |"
             )
         raw.pool.shutdown()
     return lines
 
 
 # --------------------------------------------------------------------------- floor
-def bench_floor(rounds: int, seconds: float) -> list[str]:
+def bench_floor(rounds: int, seconds: float) -> tuple[list[str], float]:
+    """The echo floor's report line, and its server CPU seconds per request."""
     import grpc
 
     port = free_port()
@@ -422,7 +439,7 @@ def bench_floor(rounds: int, seconds: float) -> list[str]:
     return [
         f"\nfloor: bare grpc.aio echo server, 1 client: {statistics.median(rates):,.0f} req/s, "
         f"{statistics.median(cpus) * 1e6:,.0f} µs of server CPU per request"
-    ]
+    ], statistics.median(cpus)
 
 
 # --------------------------------------------------------------------------- search and peers
@@ -585,8 +602,8 @@ def main() -> int:
         try:
             with Client(server[1]) as c:
                 c.wait_ready()
-            lines = bench_floor(args.rounds, args.seconds)
-            lines += bench_embed(models, clients, server, args.rounds, args.seconds)
+            lines, floor = bench_floor(args.rounds, args.seconds)
+            lines += bench_embed(models, clients, server, args.rounds, args.seconds, floor)
             if not args.skip_search:
                 model = load_manifest(models[kinds[0]]).name
                 lines += bench_search(
