@@ -9,9 +9,12 @@ Embed, for each model (random weights: cost, not quality, is measured), against 
 pipeline on the same cores: decode + preprocess (embedserve's own preprocessor, on a pool of one
 thread per core) overlapped with ONNX Runtime on the previous batch, at the best of batch sizes
 8/32/64 (a 1-image request is set against one image at a time). The server is measured from 1 and
-16 client processes sending 1 and 32 PNGs per request. The clients share these cores, so beside
-images/s go CPU ms per image: the raw process's, and the server process's (utime + stime); the
-CPU ratio (raw CPU per image / server CPU per image) is the comparison the clients do not skew.
+16 client processes sending 1 and 32 PNGs per request, on two servers in the same rounds: ONNX
+Runtime's threads (the default: a batch at a time on every core), and ``--intra-op-threads 1`` (a
+1-thread batch per core). The clients share these cores, so beside images/s go CPU ms per image:
+the raw process's, the server process's (utime + stime) and the clients'; the CPU ratio (raw CPU
+per image / server CPU per image) is the comparison the clients do not skew, and the ceiling is
+what a server costing only the echo floor beyond the raw work could reach beside those clients.
 
 Floor: a bare grpc.aio echo server (1 client, 64-byte messages): req/s and CPU per request.
 
@@ -360,14 +363,21 @@ class RawPipeline:
         return rate, (time.process_time() - cpu) / n[0]
 
 
-def bench_embed(models, clients: Clients, server, rounds: int, seconds: float, floor: float) -> list[str]:
+def bench_embed(
+    models,
+    clients: Clients,
+    servers: dict[str, tuple[subprocess.Popen, str]],
+    rounds: int,
+    seconds: float,
+    floor: float,
+) -> list[str]:
     """Embed rows against the raw pipeline. ``floor``: the echo server's CPU seconds per request,
     for the ceiling column: the images/s ratio that a server costing the echo floor plus the raw
     pipeline's CPU per image could reach with the clients' measured CPU on the same cores
     (cores / (clients' CPU + floor / images per request + raw CPU), over the raw rate). A target
-    above it cannot be met with the clients on the server's cores."""
+    above it cannot be met with the clients on the server's cores. ``servers``: by the label their
+    rows carry, each measured in every round."""
     cores = os.cpu_count() or 1
-    proc, target = server
     lines = []
     for bundle in models.values():
         spec = load_manifest(bundle).image
@@ -375,7 +385,11 @@ def bench_embed(models, clients: Clients, server, rounds: int, seconds: float, f
         images = [png(rng, spec.size[0]) for _ in range(64)]
         raw = RawPipeline(bundle, images)
         name = load_manifest(bundle).name
-        shapes = {f"{c} x {n}": (c, n) for c, n in CLIENT_SHAPES}
+        shapes = {
+            f"{c} x {n} images/request{mode}": (c, n, server)
+            for mode, server in servers.items()
+            for c, n in CLIENT_SHAPES
+        }
         raw_batch: dict[int, list[tuple[float, float]]] = {bs: [] for bs in (8, 32, 64)}
         raw_single: list[tuple[float, float]] = []
         served: dict[str, list[tuple[float, float, float]]] = {s: [] for s in shapes}
@@ -384,7 +398,7 @@ def bench_embed(models, clients: Clients, server, rounds: int, seconds: float, f
                 raw_batch[bs].append(raw.run(bs, seconds))
             raw_single.append(raw.single(seconds))
             for label in shapes if r % 2 == 0 else reversed(list(shapes)):
-                c, n = shapes[label]
+                c, n, (proc, target) = shapes[label]
                 served[label].append(clients.rate(proc.pid, target, "embed", (images[:n], name), c, seconds))
 
         def med(results):
@@ -404,11 +418,11 @@ def bench_embed(models, clients: Clients, server, rounds: int, seconds: float, f
         ]
         for label, results in served.items():
             rate, cpu, client_cpu = med(results)
-            alone = shapes[label] == (1, 1)
+            alone = shapes[label][:2] == (1, 1)
             base, base_cpu = (single, single_cpu) if alone else (best, best_cpu)
             ceiling = cores / (client_cpu + floor / shapes[label][1] + base_cpu) / base
             lines.append(
-                f"| gRPC Embed, {label} images/request | {rate:,.1f} | {cpu * 1e3:.2f} | {client_cpu * 1e3:.2f} "
+                f"| gRPC Embed, {label} | {rate:,.1f} | {cpu * 1e3:.2f} | {client_cpu * 1e3:.2f} "
                 f"| {rate / base:.2f} | {base_cpu / cpu:.2f}{' (vs 1 at a time)' if alone else ''} | {ceiling:.2f} |"
             )
         raw.pool.shutdown()
@@ -597,13 +611,20 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         models = {kind: build_bundle(Path(tmp) / "models", kind) for kind in kinds}
-        server = start_server(list(models.values()), Path(tmp) / "data", args.server_flags.split())
+        flags = args.server_flags.split()
+        server = start_server(list(models.values()), Path(tmp) / "data", flags)
+        # the same server running a 1-thread batch per core (concurrent_batches): more throughput
+        # under concurrent load, a lone request on one core
+        per_core = start_server(
+            list(models.values()), Path(tmp) / "data-per-core", [*flags, "--intra-op-threads", "1"]
+        )
         clients = Clients(16)
         try:
             with Client(server[1]) as c:
                 c.wait_ready()
             lines, floor = bench_floor(args.rounds, args.seconds)
-            lines += bench_embed(models, clients, server, args.rounds, args.seconds, floor)
+            servers = {"": server, ", --intra-op-threads 1": per_core}
+            lines += bench_embed(models, clients, servers, args.rounds, args.seconds, floor)
             if not args.skip_search:
                 model = load_manifest(models[kinds[0]]).name
                 lines += bench_search(
@@ -619,8 +640,9 @@ def main() -> int:
                 )
         finally:
             clients.close()
-            server[0].send_signal(signal.SIGTERM)
-            server[0].wait(timeout=60)
+            for proc, _ in (server, per_core):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
     print(textwrap.dedent("\n".join(lines)))
     return 0
 
