@@ -121,6 +121,7 @@ class Batcher:
         max_concurrent_batches: int = 1,
         item_size: Callable[[Any], int] | None = None,
         max_batch_cost: int = 0,
+        split_alone: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_delay_ms < 0 or max_concurrent_batches < 1:
             raise ValueError("need max_batch_size >= 1, max_delay_ms >= 0, max_concurrent_batches >= 1")
@@ -131,6 +132,7 @@ class Batcher:
         self.name = name
         self.on_batch = on_batch
         self.max_concurrent_batches = max_concurrent_batches
+        self.split_alone = split_alone
         self.item_size = item_size if max_batch_cost > 0 else None
         self.max_batch_cost = max_batch_cost
         self._queue: deque[_Request] = deque()
@@ -193,6 +195,23 @@ class Batcher:
         finally:
             self._retire(request)  # no-op unless cancelled: drop its unbatched items
 
+    def lone_parts(self, count: int, inline: bool = False) -> int:
+        """How many parts a lone request of ``count`` items should run as, each ``run_alone``
+        on a slot of its own: 0 if it cannot run alone now (work queued, no slot free, more
+        items than a batch); 1 if it would run on the caller's thread (``inline``, cheap), or
+        this batcher does not split (``split_alone``); else one per free slot, at most one per
+        item. With ``split_alone`` (a CPU tower of 1-thread runs: each slot is a core) a lone
+        request then uses every core, as ORT's own threads would, instead of one."""
+        if self._queue or self._busy >= self.max_concurrent_batches or count > self.max_batch_size:
+            return 0
+        if not self.split_alone or (inline and self._inline_cost(count)):
+            return 1
+        return max(1, min(count, self.max_concurrent_batches - self._busy))
+
+    def _inline_cost(self, count: int) -> bool:
+        """Whether lone runs of ``count`` items have cost at most ``INLINE_RUN_S`` (known once one ran)."""
+        return self._item_s is not None and count * self._item_s <= INLINE_RUN_S
+
     async def run_alone(
         self, count: int, fn: Callable[[], T], deadline: float | None = None, *, inline: bool = False
     ) -> T | None:
@@ -214,7 +233,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         timed = functools.partial(self._timed, count, fn, True)
         self._busy += 1
-        if inline and self._item_s is not None and count * self._item_s <= INLINE_RUN_S:
+        if inline and self._inline_cost(count):
             try:
                 return _checked(self.name, count, timed)
             finally:

@@ -88,13 +88,56 @@ class Model:
         used = [m for m, idx in by_modality.items() if idx]
         if len(used) == 1:  # one tower: if it is idle, the whole request is one executor call
             tower, positions = self.towers[used[0]], by_modality[used[0]]
-            raw = [_raw(inputs[i]) for i in positions]
-            run = functools.partial(tower.embed_alone, raw, positions, self._decode, self._decode_workers)
-            alone = await tower.batcher.run_alone(len(raw), run, deadline, inline=inline)
-            if alone is not None:
-                out[positions], truncated = alone
-                return Embedded(out, truncated)
+            parts = tower.batcher.lone_parts(len(positions), inline)
+            if parts == 1:
+                alone = await self._run_alone(
+                    tower, inputs, positions, deadline, inline, self._decode_workers
+                )
+                if alone is not None:
+                    out[positions], truncated = alone
+                    return Embedded(out, truncated)
+            elif parts > 1:
+                return await self._split_alone(tower, inputs, positions, parts, out, deadline)
 
+        return await self._queued(by_modality, inputs, out, deadline)
+
+    async def _run_alone(
+        self, tower: Tower, inputs: list[Any], positions: list[int], deadline, inline: bool, workers: int
+    ) -> tuple[np.ndarray, list[int]] | None:
+        raw = [_raw(inputs[i]) for i in positions]
+        run = functools.partial(tower.embed_alone, raw, positions, self._decode, workers)
+        return await tower.batcher.run_alone(len(raw), run, deadline, inline=inline)
+
+    async def _split_alone(
+        self, tower: Tower, inputs: list[Any], positions: list[int], parts: int, out: np.ndarray, deadline
+    ) -> Embedded:
+        """A lone request over ``parts`` of the tower's free slots: contiguous shares of its items,
+        each decoded and run by its own ``run_alone`` call (or, if a slot was taken meanwhile,
+        queued), all at once. Every part finishes before an error is raised, so the error is
+        the first bad item's by position, as on the other paths."""
+        size = -(-len(positions) // parts)
+        shares = [positions[i : i + size] for i in range(0, len(positions), size)]
+        workers = max(1, self._decode_workers // len(shares))
+
+        async def part(share: list[int]) -> list[int]:
+            """Its rows into ``out`` (the parts' positions are disjoint); its truncated positions."""
+            alone = await self._run_alone(tower, inputs, share, deadline, False, workers)
+            if alone is None:
+                return (await self._queued({tower.modality: share}, inputs, out, deadline)).truncated
+            out[share], cut = alone
+            return cut
+
+        results = await asyncio.gather(*(part(share) for share in shares), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return Embedded(out, sorted(i for cut in results for i in cut))  # type: ignore[union-attr]
+
+    async def _queued(
+        self, by_modality: dict[str, list[int]], inputs: list[Any], out: np.ndarray, deadline
+    ) -> Embedded:
+        """Preprocess in the decode pool and submit to the batchers: the rows of ``by_modality``'s
+        positions into ``out``."""
         jobs = {m: self._preprocess(m, idx, inputs) for m, idx in by_modality.items() if idx}
         prepared: dict[str, _Prepared] = dict(zip(jobs, await _all(list(jobs.values())), strict=True))
         errors = [p.error for p in prepared.values() if p.error is not None]
@@ -102,8 +145,8 @@ class Model:
             raise min(errors, key=lambda e: e[0])[1]
 
         submits = [self.towers[m].batcher.submit(p.items, deadline) for m, p in prepared.items()]
-        for p, rows in zip(prepared.values(), await _all(submits), strict=True):
-            out[p.positions] = rows
+        for p, vectors in zip(prepared.values(), await _all(submits), strict=True):
+            out[p.positions] = vectors
         truncated = sorted(i for p in prepared.values() for i in p.truncated)
         return Embedded(out, truncated)
 

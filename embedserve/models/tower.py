@@ -99,6 +99,9 @@ class Tower:
             item_size=len if text else None,  # a text's cost is its padded length
             max_batch_cost=config.max_batch_tokens if text else 0,
             max_concurrent_batches=concurrent_batches(self.session.execution_provider, config),
+            # on CPU a slot is a core: a lone request takes every free one (Model.encode); on a
+            # GPU the slots share one device, where one batch costs less than two halves
+            split_alone=self.session.execution_provider != CUDA,
         )
 
     @property

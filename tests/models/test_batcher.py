@@ -396,6 +396,34 @@ def test_run_alone_inline_runs_small_lone_requests_on_the_callers_thread(pool) -
     asyncio.run(main())
 
 
+def test_lone_parts_is_one_per_free_slot_only_where_the_batcher_splits(pool) -> None:
+    """lone_parts: 0 when a lone run cannot start, 1 without split_alone or for a cheap inline run,
+    else a part per free slot (at most one per item)."""
+    plain = batcher(rows, pool, max_concurrent_batches=3)
+    split = batcher(rows, pool, max_concurrent_batches=3, split_alone=True)
+
+    async def main() -> None:
+        for b in (plain, split):
+            b.start()
+        assert plain.lone_parts(8) == 1
+        assert (split.lone_parts(8), split.lone_parts(2), split.lone_parts(9)) == (3, 2, 0)
+        split._busy = 1  # a batch running: the free slots
+        assert split.lone_parts(8) == 2
+        split._busy = 3
+        assert split.lone_parts(8) == plain.lone_parts(9) == 0
+        split._busy = 0
+        split._item_s = 1e-6  # measured cheap: it would run on the caller's thread, whole
+        assert (split.lone_parts(8, inline=True), split.lone_parts(8)) == (1, 3)
+        queued = asyncio.ensure_future(split.submit([(0, 0)]))
+        await asyncio.sleep(0)  # the submit has queued its item; the worker has not yet run
+        assert split.lone_parts(1) == 0  # work queued: nothing runs alone
+        await queued
+        for b in (plain, split):
+            await b.stop()
+
+    asyncio.run(main())
+
+
 def test_stats_count_runs_items_busy_time_and_queue_wait(pool) -> None:
     run = Recorder()
     b = batcher(run, pool, max_batch_size=4, max_delay_ms=0)

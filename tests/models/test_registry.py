@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -288,3 +289,45 @@ def test_batches_at_once_follow_the_threads_each_call_takes() -> None:
     assert concurrent_batches(cpu, dataclasses.replace(base, intra_op_threads=1, infer_threads=64)) == cores
     assert concurrent_batches(cpu, dataclasses.replace(base, intra_op_threads=cores)) == 1
     assert concurrent_batches("CUDAExecutionProvider", base) == 2
+
+
+def test_a_lone_request_takes_every_free_slot_of_a_per_core_tower(bundle_dirs, executors) -> None:
+    """With intra_op_threads 1 a CPU tower runs a 1-thread batch per core, and a lone request is
+    cut into a contiguous share per free slot, all run at once (Model._split_alone): the rows and
+    truncated positions of one run each, and the first bad item by position is named whichever
+    share it is in; the slots are free again afterwards."""
+    registry = ModelRegistry(ServerConfig(device="cpu", intra_op_threads=1, infer_threads=2), *executors)
+    registry.load([bundle_dirs["tiny-clip"]])
+    model = registry.get("")
+    image, text = model.towers["image"].batcher, model.towers["text"].batcher
+    slots = image.max_concurrent_batches  # a batch per core, within infer_threads
+    assert slots == min(2, os.cpu_count() or 1) and image.split_alone
+    good = [encode_image(random_image(seed)) for seed in range(8)]
+    texts = [
+        "cat",
+        "a red car on the house and " * 4,
+        "dog",
+        "a b c d e f g h i j " * 2,
+        "x",
+    ]  # max_length 16
+
+    async def body() -> None:
+        singles = np.concatenate([await model.embed([ImageInput(b)]) for b in good])
+        single_texts = [await model.encode([TextInput(t)]) for t in texts]
+        before = image.stats.batches
+        out = await model.embed([ImageInput(b) for b in good])
+        assert image.stats.batches - before == slots  # one run per share
+        np.testing.assert_allclose(out, singles, atol=1e-5)
+        got = await model.encode([TextInput(t) for t in texts])
+        np.testing.assert_allclose(got.vectors, np.concatenate([e.vectors for e in single_texts]), atol=1e-5)
+        assert got.truncated == [i for i, e in enumerate(single_texts) if e.truncated] == [1, 3]
+        for bad, first in (([6], 6), ([6, 2], 2)):
+            inputs = [ImageInput(b"not an image" if i in bad else b) for i, b in enumerate(good)]
+            with pytest.raises(InvalidArgument, match=rf"^item {first}: "):
+                await model.embed(inputs)
+        assert image._busy == text._busy == 0  # every slot released
+        before = image.stats.batches
+        np.testing.assert_allclose(await model.embed([ImageInput(b) for b in good]), singles, atol=1e-5)
+        assert image.stats.batches - before == slots
+
+    run(registry, body)
