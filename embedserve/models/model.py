@@ -6,7 +6,9 @@ in the infer pool (padding, pooling and L2 normalisation happen there, off the
 event loop) → rows reassembled in input order. A request for one tower that
 finds it idle skips the queue: decoding (or tokenizing) and inference run in one
 infer-pool call (``Batcher.run_alone``, ``Tower.embed_alone``), one hand-off from
-the event loop and one back.
+the event loop and one back; on a CPU tower that runs a 1-thread batch per core
+(``intra_op_threads`` 1) it is cut into a share per free core, each such a call, all
+at once (``Batcher.lone_parts``).
 """
 
 from __future__ import annotations

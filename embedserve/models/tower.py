@@ -31,7 +31,8 @@ def concurrent_batches(provider: str, config: ServerConfig) -> int:
     at every operator, which a small model's many small operators pay for: on 2 cores
     all-MiniLM-L6-v2 served 227-241 sentences/s as two 1-thread batches at once against
     207-222 as one 2-thread batch, and its int8 import (``import-st --int8``) 455-489
-    against 186-312. A lone request then runs on one core."""
+    against 186-312. A lone request is then cut into a share per free slot, run at once
+    (``Batcher.lone_parts``, ``Model._split_alone``); a lone single item runs on one core."""
     if provider == CUDA:
         return 2
     if config.intra_op_threads <= 0:

@@ -11,8 +11,9 @@
   Runtime (a request that finds its tower idle is decoded here too, in the same call:
   ``Batcher.run_alone``). ORT itself runs each call on its own intra-op threads
   (``intra_op_threads``, default: one per core; they do not spin), so on CPU one batch
-  per tower runs at a time; with ``intra_op_threads`` 1, a batch per core, and two on
-  CUDA (``embedserve.models.tower.concurrent_batches``).
+  per tower runs at a time; with ``intra_op_threads`` 1, a batch per core (a lone
+  request cut into a share per core), and two on CUDA
+  (``embedserve.models.tower.concurrent_batches``).
 * **search** (``search_threads``, default one per core): FAISS searches and other
   reads of collections (Get, lookups by id, statistics). Each FAISS call uses
   ``faiss_threads`` OpenMP threads (default 1): requests already run in parallel
