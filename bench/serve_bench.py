@@ -275,16 +275,28 @@ class Clients:
         # every worker up and its imports done, before any timing
         self.pool.map(_ready, range(n), chunksize=1)
 
-    def rate(self, server_pid: int, target: str, kind: str, payload, clients: int, seconds: float):
+    def rate(
+        self,
+        server_pid: int | Sequence[int],
+        target: str | Sequence[str],
+        kind: str,
+        payload,
+        clients: int,
+        seconds: float,
+    ):
         """(items/s over ``clients`` processes, server CPU seconds per item: its CPU over the whole
         measurement, warm-up calls included, over every item it was sent; the clients' CPU seconds
-        per item, counted the same way)."""
-        before = cpu_seconds(server_pid)
-        results = self.pool.map(_client_job, [(target, kind, payload, seconds)] * clients)
+        per item, counted the same way). Several servers (pids and targets): client i calls
+        target i mod their number, and their CPU is summed."""
+        pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
+        targets = [target] if isinstance(target, str) else list(target)
+        before = sum(cpu_seconds(pid) for pid in pids)
+        jobs = [(targets[i % len(targets)], kind, payload, seconds) for i in range(clients)]
+        results = self.pool.map(_client_job, jobs, chunksize=1)
         done, sent = sum(r[0] for r in results), sum(r[2] for r in results)
         return (
             done / max(r[1] for r in results),
-            (cpu_seconds(server_pid) - before) / sent,
+            (sum(cpu_seconds(pid) for pid in pids) - before) / sent,
             sum(r[3] for r in results) / sent,
         )
 
