@@ -129,11 +129,12 @@ class Model:
             out[share], cut = alone
             return cut
 
-        results = await asyncio.gather(*(part(share) for share in shares), return_exceptions=True)
-        for result in results:
+        truncated: list[int] = []
+        for result in await asyncio.gather(*(part(share) for share in shares), return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
-        return Embedded(out, sorted(i for cut in results for i in cut))  # type: ignore[union-attr]
+            truncated += result
+        return Embedded(out, sorted(truncated))
 
     async def _queued(
         self, by_modality: dict[str, list[int]], inputs: list[Any], out: np.ndarray, deadline

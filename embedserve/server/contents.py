@@ -105,20 +105,24 @@ def _matrix_shape(tensor: pb.Tensor) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
+def _matrix(tensor: pb.Tensor) -> np.ndarray:
+    """A ``vectors`` tensor as a read-only [Q, D] view of its bytes (shape checked)."""
+    return np.frombuffer(tensor.data, dtype=LE_FLOAT32).reshape(_matrix_shape(tensor))
+
+
 def query_matrix(tensor: pb.Tensor, dim: int, owner: str) -> np.ndarray:
     """A request's ``vectors`` tensor -> float32 [Q, dim], a view of its bytes (one conversion)."""
-    q, d = _matrix_shape(tensor)
-    if d != dim:
-        raise InvalidArgument(f"vectors have dimension {d}, {owner} expects {dim}")
-    return np.frombuffer(tensor.data, dtype=LE_FLOAT32).reshape(q, d)
+    matrix = _matrix(tensor)
+    if matrix.shape[1] != dim:
+        raise InvalidArgument(f"vectors have dimension {matrix.shape[1]}, {owner} expects {dim}")
+    return matrix
 
 
 def query_contents(request, *, allow_id: bool = True) -> list[Content]:
     """A Search or Classify request's queries as contents: its ``queries`` one by one, or the rows
     of its ``vectors`` (raw vectors, their dimension checked where they are resolved)."""
     if request.HasField("vectors"):
-        q, d = _matrix_shape(request.vectors)
-        return list(np.frombuffer(request.vectors.data, dtype=LE_FLOAT32).reshape(q, d).astype(np.float32))
+        return list(_matrix(request.vectors).astype(np.float32))
     return [query_content(q, i, allow_id=allow_id) for i, q in enumerate(request.queries)]
 
 
