@@ -52,9 +52,9 @@ class TowerSession:
     copies the [N, D] output back. A GPU tower runs two batches at once
     (``embedserve.models.tower.concurrent_batches``), so one batch's host-to-device copy
     (and its padding before it) can overlap the other's kernels instead of being queued
-    behind them inside ``Run``. Not yet measured on a GPU. On CPU the inputs already live where the kernels read
-    them and ``Session.run`` is used as it is (``bind_inputs=True`` forces the bound path
-    there: the same code, tested on machines without a GPU).
+    behind them inside ``Run``. Not yet measured on a GPU. On CPU the inputs already live
+    where the kernels read them and ``Session.run`` is used as it is (``bind_inputs=True``
+    forces the bound path there: the same code, tested on machines without a GPU).
     """
 
     def __init__(
@@ -98,8 +98,8 @@ class TowerSession:
                     f"{self.execution_provider} (is the CUDA/cuDNN runtime installed?); "
                     "use --device cpu to run on CPU deliberately"
                 )
-        # the device the kernels read their inputs from (the session's default CUDA device is 0)
-        self.device, self.device_id = ("cuda", 0) if self.execution_provider == CUDA else ("cpu", 0)
+        # the device the kernels read their inputs from (a CUDA session runs on device 0)
+        self.device = "cuda" if self.execution_provider == CUDA else "cpu"
         self.bind_inputs = self.device != "cpu" if bind_inputs is None else bind_inputs
         self.input_names: list[str] = [i.name for i in self._session.get_inputs()]
         self._output_name = self._session.get_outputs()[0].name
@@ -137,7 +137,7 @@ class TowerSession:
         end of ``Run``)."""
         binding = self._session.io_binding()
         for name, array in feeds.items():
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
             binding.bind_ortvalue_input(name, value)
         binding.bind_output(self._output_name, "cpu")
         self._session.run_with_iobinding(binding)
